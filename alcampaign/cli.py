@@ -1,0 +1,230 @@
+"""The ``alcampaign`` command line (typer + rich).
+
+Exit codes: 0 success; 1 the campaign ran but did not reach a stop (a job failed);
+2 bad input (config, structure file, store file, unreachable database), in which case
+nothing has been written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from alcampaign.config import CampaignConfig, ConfigError, alcampaign_home, load_config
+from alcampaign.enumeration import EnumerationError, enumerate_orderings, make_parent, read_structure
+from alcampaign.stopping import METRIC_NAMES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Active-learning campaigns for materials: jobflow jobs, maggma stores.")
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="JobStore YAML (see stores/); default: the embedded database "
+                 "in $ALCAMPAIGN_HOME (~/.alcampaign)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+class _JobFailures(logging.Handler):
+    """Collects jobflow's 'job failed' reports so the CLI can show them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "failed with exception" in message:
+            self.messages.append(message)
+
+
+def _open_stores(store_file: Path | None):
+    from alcampaign.stores import CampaignStores, connect_job_store, load_job_store
+
+    job_store = load_job_store(store_file)
+    connect_job_store(job_store)
+    return job_store, CampaignStores.from_job_store(job_store)
+
+
+def preflight(config: CampaignConfig):
+    """Check everything that can be checked before anything is written.
+
+    Returns the parent structure. Raises ConfigError or EnumerationError.
+    """
+    from alcampaign.jobs import import_maker
+
+    parent = read_structure(config.system.structure)
+    prim = make_parent(parent, config.system.sublattices, config.system.structure.name)
+    e = config.enumeration
+    enumerate_orderings(prim, e.min_size, e.max_size, e.max_candidates)
+    import_maker(config.oracle.maker, config.oracle.kwargs)
+    return parent
+
+
+def execute(flow, job_store, name: str, stores) -> dict:
+    """Run a campaign flow with ``run_locally`` and return the campaign document.
+
+    Progress goes to the console through the ``alcampaign`` logger.
+    """
+    from jobflow import run_locally
+
+    root = alcampaign_home() / "runs" / name
+    root.mkdir(parents=True, exist_ok=True)
+    failures = _JobFailures()
+    ours = logging.getLogger("alcampaign")
+    theirs = logging.getLogger("jobflow")
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    previous = (ours.level, theirs.level)
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    theirs.addHandler(failures)
+    theirs.setLevel(logging.INFO)
+    try:
+        with console.status(f"campaign [bold]{name}[/] running", spinner="dots"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jobflow's deprecated monty cd
+            run_locally(flow, store=job_store, root_dir=root, log=False)
+    finally:
+        ours.removeHandler(handler)
+        theirs.removeHandler(failures)
+        ours.setLevel(previous[0])
+        theirs.setLevel(previous[1])
+    for message in failures.messages:
+        err_console.print(message, highlight=False, markup=False)
+    return stores.get_campaign(name)
+
+
+def status_record(doc: dict) -> dict:
+    """The ``status --json`` object of a campaign document."""
+    metrics = doc.get("metrics") or {}
+    return {
+        "name": doc["name"],
+        "state": doc.get("state"),
+        "iteration": doc.get("iteration", 0),
+        "n_oracle_calls": doc.get("n_oracle_calls", 0),
+        "stop_reason": doc.get("stop_reason"),
+        "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
+        "criteria": doc.get("criteria") or [],
+        "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
+        "prescreen": doc.get("prescreen"),
+        "updated_at": doc.get("updated_at"),
+    }
+
+
+def _print_status(rec: dict) -> None:
+    table = Table(title=f"campaign {rec['name']}", show_header=False)
+    table.add_row("state", str(rec["state"]))
+    table.add_row("iteration", str(rec["iteration"]))
+    table.add_row("oracle calls", str(rec["n_oracle_calls"]))
+    table.add_row("candidates", str(rec["n_candidates"]))
+    for k, v in rec["metrics"].items():
+        unit = " eV/atom" if k in ("rmse", "mae") else ""
+        table.add_row(f"cv {k}", "—" if v is None else f"{v:.4g}{unit}")
+    for c in rec["criteria"]:
+        value = "—" if c["value"] is None else f"{c['value']:.4g}"
+        mark = "[green]met[/]" if c["met"] else "not met"
+        table.add_row(f"rule {c['name']}", f"{value} vs {c['threshold']:.4g}: {mark}")
+    if rec["stop_reason"]:
+        table.add_row("stop reason", rec["stop_reason"])
+    console.print(table)
+
+
+def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
+    if doc is None:
+        raise _fail(f"campaign {name} was not created; see the errors above", 1)
+    _print_status(status_record(doc))
+    where = store_file or (alcampaign_home() / "db")
+    console.print(f"results stored in {where}; see them again with "
+                  f"'alcampaign status {name}'", highlight=False)
+    if doc["state"] != "stopped":
+        raise _fail(f"campaign {name} did not reach a stop (state {doc['state']}); fix the "
+                    f"error above, then 'alcampaign resume {name}'", 1)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Campaign config YAML.")],
+    store: StoreOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
+) -> None:
+    """Run a campaign to its stopping rule with jobflow's run_locally."""
+    from alcampaign.flows import campaign_flow
+
+    try:
+        cfg = load_config(config, name=name)
+        parent = preflight(cfg)
+        job_store, stores = _open_stores(store)
+    except (ConfigError, EnumerationError) as exc:
+        raise _fail(str(exc)) from None
+    if stores.get_campaign(cfg.name) is not None:
+        raise _fail(f"a campaign named {cfg.name!r} exists in this store: continue it with "
+                    f"'alcampaign resume {cfg.name}' or choose another --name")
+    doc = execute(campaign_flow(cfg, parent), job_store, cfg.name, stores)
+    _finish(doc, cfg.name, store)
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    store: StoreOption = None,
+) -> None:
+    """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
+    from alcampaign.flows import resume_flow
+
+    try:
+        job_store, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store")
+    if doc["state"] == "stopped":
+        console.print(f"campaign {name} already stopped: {doc.get('stop_reason')}")
+        _finish(doc, name, store)
+        return
+    doc = execute(resume_flow(name), job_store, name, stores)
+    _finish(doc, name, store)
+
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="Campaign name; default: the latest.")] = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
+    try:
+        _, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if name is None:
+        campaigns = stores.list_campaigns()
+        if not campaigns:
+            raise _fail("no campaign in this store yet: start one with 'alcampaign run CONFIG'", 1)
+        name = campaigns[0]["name"]
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store", 1)
+    rec = status_record(doc)
+    if as_json:
+        typer.echo(json.dumps(rec, default=str))
+    else:
+        _print_status(rec)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,310 @@
+"""Campaign configuration (pydantic) and store specifications (YAML).
+
+A campaign config is a YAML file validated by :class:`CampaignConfig`: an unknown or
+malformed field raises :class:`ConfigError` naming the field, before anything is
+written anywhere. Store specifications are jobflow ``JobStore`` YAML files (see the
+top-level ``stores/`` folder) in which ``${VAR}`` and ``${VAR:-default}`` are replaced
+from the environment when the store is loaded, so that hosts, users and passwords live
+in the environment and never in a file, a document or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CAMPAIGN_COLLECTIONS = ("candidates", "labels", "models", "campaigns")
+REQUIRED_ADDITIONAL_STORES = ("data", *CAMPAIGN_COLLECTIONS)
+
+
+class ConfigError(ValueError):
+    """A campaign config or store file that cannot be used; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemConfig(_Strict):
+    """The disordered parent structure whose orderings are the candidate pool."""
+
+    structure: Path = Field(
+        description="Structure file (CIF, POSCAR, ...) of the parent; partially occupied "
+        "sites are the sites to order. A relative path is relative to the config file."
+    )
+    sublattices: dict[int, list[str]] | None = Field(
+        None,
+        description="Override the allowed species of chosen sites of the primitive parent: "
+        "site index -> element symbols ('X' is a vacancy).",
+    )
+
+
+class EnumerationConfig(_Strict):
+    """Derivative-structure enumeration (icet)."""
+
+    min_size: int = Field(1, ge=1, description="Smallest supercell, in primitive cells.")
+    max_size: int = Field(4, ge=1, le=24, description="Largest supercell, in primitive cells.")
+    max_candidates: int | None = Field(
+        None, ge=1, description="Refuse to run if the enumeration yields more than this."
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EnumerationConfig:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) exceeds max_size ({self.max_size})")
+        return self
+
+
+class FeaturesConfig(_Strict):
+    """Featurizer for the surrogate."""
+
+    kind: Literal["cluster_vector"] = Field(
+        "cluster_vector", description="icet cluster vector of the ideal ordering."
+    )
+    cutoffs: list[float] = Field(
+        [6.0, 4.5], min_length=1, description="Cluster cutoffs (Angstrom) for pairs, triplets, ..."
+    )
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(c <= 0 for c in v):
+            raise ValueError("cutoffs must be positive")
+        return v
+
+
+class PrescreenConfig(_Strict):
+    """CHGNet prescreen of every candidate."""
+
+    enabled: bool = True
+    forces: bool = Field(True, description="Also compute forces and stress (slower).")
+    batch_size: int = Field(16, ge=1, description="Structures per CHGNet batch (energy pass).")
+
+
+class OracleConfig(_Strict):
+    """The expensive reference: any atomate2 Maker, named by import path."""
+
+    maker: str = Field(
+        "atomate2.ase.jobs.EmtRelaxMaker",
+        description="Import path of an atomate2/jobflow Maker whose make(structure) "
+        "returns a job with a task document (output.energy, structure).",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
+    fidelity: str = Field("oracle", description="Name of this fidelity in the labels store.")
+    cost: float = Field(1.0, gt=0, description="Cost of one call, in your unit of choice.")
+
+    @field_validator("maker")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", v):
+            raise ValueError(f"{v!r} is not an import path like 'package.module.Class'")
+        return v
+
+
+class SurrogateConfig(_Strict):
+    """Surrogate model."""
+
+    kind: Literal["bayesian_linear"] = "bayesian_linear"
+    alpha: float | None = Field(None, gt=0, description="Prior precision; null: evidence.")
+    beta: float | None = Field(None, gt=0, description="Noise precision; null: evidence.")
+
+
+class AcquisitionConfig(_Strict):
+    """How each iteration chooses its questions."""
+
+    rule: Literal["max_variance", "random"] = "max_variance"
+    batch_size: int = Field(5, ge=1, description="Oracle calls per iteration.")
+
+
+class InitialDesignConfig(_Strict):
+    """The first labels, before any model exists."""
+
+    n_initial: int = Field(8, ge=1, description="Candidates labelled before the first fit.")
+    method: Literal["random"] = "random"
+
+
+class StoppingConfig(_Strict):
+    """Stopping portfolio: the budget, and accuracy targets on held-out labels."""
+
+    max_oracle_calls: int = Field(60, ge=1, description="Oracle budget (calls).")
+    rmse_target: float | None = Field(
+        0.010, gt=0, description="Stop when the cross-validated RMSE (eV/atom) is below."
+    )
+    mae_target: float | None = Field(
+        None, gt=0, description="Stop when the cross-validated MAE (eV/atom) is below."
+    )
+    cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation.")
+    min_labels: int = Field(10, ge=3, description="Accuracy targets count from this many labels.")
+
+
+class CampaignConfig(_Strict):
+    """A whole campaign, as read from YAML."""
+
+    name: str = Field(description="Campaign name (unique in its store).", pattern=r"^[\w.-]+$")
+    seed: int = Field(0, description="Seed of every random choice of the campaign.")
+    system: SystemConfig
+    enumeration: EnumerationConfig = EnumerationConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    prescreen: PrescreenConfig = PrescreenConfig()
+    oracle: OracleConfig = OracleConfig()
+    surrogate: SurrogateConfig = SurrogateConfig()
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    initial_design: InitialDesignConfig = InitialDesignConfig()
+    stopping: StoppingConfig = StoppingConfig()
+
+    @model_validator(mode="after")
+    def _budget(self) -> CampaignConfig:
+        if self.initial_design.n_initial > self.stopping.max_oracle_calls:
+            raise ValueError(
+                f"initial_design.n_initial ({self.initial_design.n_initial}) exceeds "
+                f"stopping.max_oracle_calls ({self.stopping.max_oracle_calls})"
+            )
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid campaign config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
+    """Read and validate a campaign config.
+
+    Parameters
+    ----------
+    path
+        YAML file. Relative paths inside it are resolved against its folder.
+    name
+        Override the campaign name.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not YAML, or a field is invalid (the field is named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of fields, not {type(raw).__name__}")
+    if name is not None:
+        raw["name"] = name
+    try:
+        config = CampaignConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, str(path))) from None
+    structure = config.system.structure
+    if not structure.is_absolute():
+        config.system.structure = (path.parent / structure).resolve()
+    if not config.system.structure.is_file():
+        raise ConfigError(
+            f"system.structure: file {config.system.structure} does not exist"
+        )
+    return config
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` from the environment.
+
+    Raises
+    ------
+    ConfigError
+        A variable without a default is not set.
+    """
+    env = os.environ if environ is None else environ
+
+    def sub(match: re.Match) -> str:
+        var, default = match.group(1), match.group(2)
+        value = env.get(var)
+        if value is None or value == "":
+            if default is None:
+                raise ConfigError(f"environment variable {var} is not set (the store file needs it)")
+            return default
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+def _expand_paths(spec: Any) -> Any:
+    if isinstance(spec, dict):
+        return {
+            k: os.path.expanduser(v) if k == "database_path" and isinstance(v, str) else _expand_paths(v)
+            for k, v in spec.items()
+        }
+    return spec
+
+
+def read_store_spec(path: str | Path) -> dict:
+    """Read a JobStore YAML spec with environment variables expanded.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, malformed, or lacks a required store.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"store file {path} does not exist")
+    try:
+        spec = yaml.safe_load(expand_env(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"store file {path} is not valid YAML: {exc}") from None
+    validate_store_spec(spec, str(path))
+    return _expand_paths(spec)
+
+
+def validate_store_spec(spec: Any, source: str) -> None:
+    """Check that a JobStore spec names a docs store and every campaign store."""
+    if not isinstance(spec, dict) or "docs_store" not in spec:
+        raise ConfigError(f"store file {source}: needs a 'docs_store' entry (jobflow JOB_STORE format)")
+    extra = spec.get("additional_stores") or {}
+    missing = [s for s in REQUIRED_ADDITIONAL_STORES if s not in extra]
+    if missing:
+        raise ConfigError(f"store file {source}: additional_stores lacks {', '.join(missing)}")
+    for key, sub in {"docs_store": spec["docs_store"], **extra}.items():
+        if not isinstance(sub, dict) or "type" not in sub:
+            raise ConfigError(f"store file {source}: store {key!r} needs a 'type' (a maggma Store)")
+
+
+def alcampaign_home() -> Path:
+    """Folder of the embedded database and run directories (``$ALCAMPAIGN_HOME``)."""
+    return Path(os.environ.get("ALCAMPAIGN_HOME") or "~/.alcampaign").expanduser()
+
+
+def embedded_store_spec(home: Path | None = None) -> dict:
+    """The default JobStore spec: MontyStore collections under ``home/db``.
+
+    Equivalent to ``stores/embedded.yaml`` with ``$ALCAMPAIGN_HOME`` expanded.
+    """
+    path = str((home or alcampaign_home()) / "db")
+
+    def monty(collection: str, key: str) -> dict:
+        return {
+            "type": "MontyStore",
+            "database_path": path,
+            "database_name": "alcampaign",
+            "collection_name": collection,
+            "key": key,
+        }
+
+    keys = {"data": "uuid", "candidates": "campaign", "labels": "campaign",
+            "models": "campaign", "campaigns": "name"}
+    return {
+        "docs_store": monty("docs", "uuid"),
+        "additional_stores": {c: monty(c, k) for c, k in keys.items()},
+    }
