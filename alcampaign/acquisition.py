@@ -36,9 +36,7 @@ class AcquisitionRule(Protocol):
 
     name: str
 
-    def select(
-        self, prediction: Prediction, k: int, rng: np.random.Generator
-    ) -> Selection: ...
+    def select(self, prediction: Prediction, k: int, rng: np.random.Generator) -> Selection: ...
 
 
 def _top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> Selection:
@@ -81,4 +79,6 @@ def make_rule(name: str) -> AcquisitionRule:
     try:
         return RULES[name]()
     except KeyError:
-        raise ValueError(f"unknown acquisition rule {name!r}; choose one of {sorted(RULES)}") from None
+        raise ValueError(
+            f"unknown acquisition rule {name!r}; choose one of {sorted(RULES)}"
+        ) from None

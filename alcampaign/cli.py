@@ -19,18 +19,29 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from alcampaign.config import CampaignConfig, ConfigError, alcampaign_home, load_config
-from alcampaign.enumeration import EnumerationError, enumerate_orderings, make_parent, read_structure
+from alcampaign.enumeration import (
+    EnumerationError,
+    enumerate_orderings,
+    make_parent,
+    read_structure,
+)
 from alcampaign.stopping import METRIC_NAMES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Active-learning campaigns for materials: jobflow jobs, maggma stores.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Active-learning campaigns for materials: jobflow jobs, maggma stores.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
 StoreOption = Annotated[
     Path | None,
-    typer.Option("--store", help="JobStore YAML (see stores/); default: the embedded database "
-                 "in $ALCAMPAIGN_HOME (~/.alcampaign)."),
+    typer.Option(
+        "--store",
+        help="JobStore YAML (see stores/); default: the embedded database "
+        "in $ALCAMPAIGN_HOME (~/.alcampaign).",
+    ),
 ]
 
 
@@ -94,8 +105,10 @@ def execute(flow, job_store, name: str, stores) -> dict:
     theirs.addHandler(failures)
     theirs.setLevel(logging.INFO)
     try:
-        with console.status(f"campaign [bold]{name}[/] running", spinner="dots"), \
-                warnings.catch_warnings():
+        with (
+            console.status(f"campaign [bold]{name}[/] running", spinner="dots"),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore", FutureWarning)  # jobflow's deprecated monty cd
             run_locally(flow, store=job_store, root_dir=root, log=False)
     finally:
@@ -148,11 +161,16 @@ def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
         raise _fail(f"campaign {name} was not created; see the errors above", 1)
     _print_status(status_record(doc))
     where = store_file or (alcampaign_home() / "db")
-    console.print(f"results stored in {where}; see them again with "
-                  f"'alcampaign status {name}'", highlight=False)
+    console.print(
+        f"results stored in {where}; see them again with 'alcampaign status {name}'",
+        highlight=False,
+    )
     if doc["state"] != "stopped":
-        raise _fail(f"campaign {name} did not reach a stop (state {doc['state']}); fix the "
-                    f"error above, then 'alcampaign resume {name}'", 1)
+        raise _fail(
+            f"campaign {name} did not reach a stop (state {doc['state']}); fix the "
+            f"error above, then 'alcampaign resume {name}'",
+            1,
+        )
 
 
 @app.command()
@@ -171,8 +189,10 @@ def run(
     except (ConfigError, EnumerationError) as exc:
         raise _fail(str(exc)) from None
     if stores.get_campaign(cfg.name) is not None:
-        raise _fail(f"a campaign named {cfg.name!r} exists in this store: continue it with "
-                    f"'alcampaign resume {cfg.name}' or choose another --name")
+        raise _fail(
+            f"a campaign named {cfg.name!r} exists in this store: continue it with "
+            f"'alcampaign resume {cfg.name}' or choose another --name"
+        )
     doc = execute(campaign_flow(cfg, parent), job_store, cfg.name, stores)
     _finish(doc, cfg.name, store)
 

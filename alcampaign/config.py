@@ -140,6 +140,13 @@ class StoppingConfig(_Strict):
     )
     cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation.")
     min_labels: int = Field(10, ge=3, description="Accuracy targets count from this many labels.")
+    max_failure_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The campaign fails when more oracle calls than this "
+        "fraction failed (failed candidates are never asked again).",
+    )
 
 
 class CampaignConfig(_Strict):
@@ -198,7 +205,9 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of fields, not {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of fields, not {type(raw).__name__}"
+        )
     if name is not None:
         raw["name"] = name
     try:
@@ -209,9 +218,7 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     if not structure.is_absolute():
         config.system.structure = (path.parent / structure).resolve()
     if not config.system.structure.is_file():
-        raise ConfigError(
-            f"system.structure: file {config.system.structure} does not exist"
-        )
+        raise ConfigError(f"system.structure: file {config.system.structure} does not exist")
     return config
 
 
@@ -233,7 +240,9 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
         value = env.get(var)
         if value is None or value == "":
             if default is None:
-                raise ConfigError(f"environment variable {var} is not set (the store file needs it)")
+                raise ConfigError(
+                    f"environment variable {var} is not set (the store file needs it)"
+                )
             return default
         return value
 
@@ -243,7 +252,9 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
 def _expand_paths(spec: Any) -> Any:
     if isinstance(spec, dict):
         return {
-            k: os.path.expanduser(v) if k == "database_path" and isinstance(v, str) else _expand_paths(v)
+            k: os.path.expanduser(v)
+            if k == "database_path" and isinstance(v, str)
+            else _expand_paths(v)
             for k, v in spec.items()
         }
     return spec
@@ -271,7 +282,9 @@ def read_store_spec(path: str | Path) -> dict:
 def validate_store_spec(spec: Any, source: str) -> None:
     """Check that a JobStore spec names a docs store and every campaign store."""
     if not isinstance(spec, dict) or "docs_store" not in spec:
-        raise ConfigError(f"store file {source}: needs a 'docs_store' entry (jobflow JOB_STORE format)")
+        raise ConfigError(
+            f"store file {source}: needs a 'docs_store' entry (jobflow JOB_STORE format)"
+        )
     extra = spec.get("additional_stores") or {}
     missing = [s for s in REQUIRED_ADDITIONAL_STORES if s not in extra]
     if missing:
@@ -302,8 +315,13 @@ def embedded_store_spec(home: Path | None = None) -> dict:
             "key": key,
         }
 
-    keys = {"data": "uuid", "candidates": "campaign", "labels": "campaign",
-            "models": "campaign", "campaigns": "name"}
+    keys = {
+        "data": "uuid",
+        "candidates": "campaign",
+        "labels": "campaign",
+        "models": "campaign",
+        "campaigns": "name",
+    }
     return {
         "docs_store": monty("docs", "uuid"),
         "additional_stores": {c: monty(c, k) for c, k in keys.items()},

@@ -11,7 +11,12 @@ from jobflow import Flow, Job
 from pymatgen.core import Structure
 
 from alcampaign.config import CampaignConfig
-from alcampaign.jobs import enumerate_candidates, initial_design, prescreen_candidates, register_campaign
+from alcampaign.jobs import (
+    enumerate_candidates,
+    initial_design,
+    prescreen_candidates,
+    register_campaign,
+)
 
 
 def _pipeline(name: str, after=None) -> list[Job]:

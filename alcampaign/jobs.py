@@ -7,8 +7,9 @@ the campaign *name*; the config lives in the campaign document.
 
 The loop (see DESIGN.md)::
 
-    register -> enumerate -> prescreen -> initial_design -> [oracle jobs -> ingest] -> controller(0)
-    controller(k): fit, judge -> stop | record acquisitions -> [oracle jobs -> ingest] -> controller(k+1)
+    register -> enumerate -> prescreen -> initial_design -> [oracles -> ingest] -> controller(0)
+    controller(k): fit, judge -> stop | record acquisitions -> [oracles -> ingest]
+                   -> controller(k+1)
 
 Each job is idempotent, so :func:`alcampaign.flows.resume_flow` can rerun the pipeline
 after a crash: candidates are inserted only once, only unscreened candidates are
@@ -33,7 +34,7 @@ from alcampaign.enumeration import candidate_id, enumerate_orderings, make_paren
 from alcampaign.features import ClusterVectorFeaturizer
 from alcampaign.stopping import METRIC_NAMES, cross_validate, judge, validation_metrics
 from alcampaign.stores import CampaignStores, now
-from alcampaign.surrogate import make_surrogate
+from alcampaign.surrogate import Prediction, make_surrogate
 
 logger = logging.getLogger("alcampaign")
 
@@ -103,7 +104,9 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
         Structure.from_dict(doc["parent"]), config.system.sublattices, config.system.structure.name
     )
     orderings = enumerate_orderings(
-        parent, config.enumeration.min_size, config.enumeration.max_size,
+        parent,
+        config.enumeration.min_size,
+        config.enumeration.max_size,
         config.enumeration.max_candidates,
     )
     features = featurizer_for(config, parent).featurize([o.atoms for o in orderings])
@@ -114,26 +117,36 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
             continue
         seen.add(cid)
         s = ordering.structure
-        docs.append({
-            "campaign": name,
-            "candidate_id": cid,
-            "structure": s.as_dict(),
-            "formula": s.composition.reduced_formula,
-            "composition": {el.symbol: amt for el, amt in s.composition.items()},
-            "n_sites": len(s),
-            "source": {"parent": parent.source, "supercell_size": ordering.size,
-                       "backend": "icet"},
-            "features": x.tolist(),
-            "prescreen": None,
-            "state": "pool",
-            "acquisition": None,
-        })
+        docs.append(
+            {
+                "campaign": name,
+                "candidate_id": cid,
+                "structure": s.as_dict(),
+                "formula": s.composition.reduced_formula,
+                "composition": {el.symbol: amt for el, amt in s.composition.items()},
+                "n_sites": len(s),
+                "source": {
+                    "parent": parent.source,
+                    "supercell_size": ordering.size,
+                    "backend": "icet",
+                },
+                "features": x.tolist(),
+                "prescreen": None,
+                "state": "pool",
+                "acquisition": None,
+            }
+        )
     n_new = stores.insert_candidates(name, docs)
-    summary = {"n_candidates": len(docs), "n_new": n_new, "n_features": int(features.shape[1]),
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {
+        "n_candidates": len(docs),
+        "n_new": n_new,
+        "n_features": int(features.shape[1]),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     stores.update_campaign(name, {"enumeration": summary})
-    logger.info("enumerated %d candidates (%d new), %d features each",
-                len(docs), n_new, features.shape[1])
+    logger.info(
+        "enumerated %d candidates (%d new), %d features each", len(docs), n_new, features.shape[1]
+    )
     return summary
 
 
@@ -150,20 +163,26 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
     todo = stores.candidate_table(name, ["structure"], {"prescreen": None})
     results = chgnet_prescreen(
         [Structure.from_dict(d["structure"]) for d in todo],
-        batch_size=config.prescreen.batch_size, forces=config.prescreen.forces,
+        batch_size=config.prescreen.batch_size,
+        forces=config.prescreen.forces,
     )
     stores.update_candidates(
         name, {d["candidate_id"]: {"prescreen": r} for d, r in zip(todo, results, strict=True)}
     )
-    energies = np.array([
-        d["prescreen"]["energy_per_atom"]
-        for d in stores.candidate_table(name, ["prescreen.energy_per_atom"])
-        if d.get("prescreen")
-    ])
+    energies = np.array(
+        [
+            d["prescreen"]["energy_per_atom"]
+            for d in stores.candidate_table(name, ["prescreen.energy_per_atom"])
+            if d.get("prescreen")
+        ]
+    )
     summary = {"n_screened": len(todo), "seconds": round(time.perf_counter() - t0, 2)}
     if energies.size:
-        summary.update(energy_min=float(energies.min()), energy_max=float(energies.max()),
-                       energy_mean=float(energies.mean()))
+        summary.update(
+            energy_min=float(energies.min()),
+            energy_max=float(energies.max()),
+            energy_mean=float(energies.mean()),
+        )
     stores.update_campaign(name, {"prescreen": summary})
     logger.info("prescreened %d candidates with CHGNet in %.1f s", len(todo), summary["seconds"])
     return summary
@@ -201,22 +220,26 @@ def label_flow(
     ``output.forces``, ``output.stress``), so any atomate2 Maker can be the oracle.
     """
     maker = import_maker(config.oracle.maker, config.oracle.kwargs)
-    docs = {d["candidate_id"]: d for d in stores.candidate_table(
-        name, ["structure"], {"candidate_id": {"$in": list(ids)}})}
+    docs = {
+        d["candidate_id"]: d
+        for d in stores.candidate_table(name, ["structure"], {"candidate_id": {"$in": list(ids)}})
+    }
     jobs, answers = [], []
     for cid in ids:
         oracle = maker.make(Structure.from_dict(docs[cid]["structure"]))
         oracle.name = f"oracle {cid}"
         oracle.update_metadata({"campaign": name, "candidate_id": cid})
         jobs.append(oracle)
-        answers.append({
-            "candidate_id": cid,
-            "job_uuid": oracle.uuid,
-            "energy": oracle.output.output.energy,
-            "structure": oracle.output.structure,
-            "forces": oracle.output.output.forces,
-            "stress": oracle.output.output.stress,
-        })
+        answers.append(
+            {
+                "candidate_id": cid,
+                "job_uuid": oracle.uuid,
+                "energy": oracle.output.output.energy,
+                "structure": oracle.output.structure,
+                "forces": oracle.output.output.forces,
+                "stress": oracle.output.output.stress,
+            }
+        )
     ingest = ingest_labels(name, answers)
     ingest.name = f"ingest {name}"
     # The next controller depends on the ingest job, so it runs after every label is in.
@@ -235,8 +258,12 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     stores = _stores()
     _, config = _campaign(stores, name)
     oracle = {"maker": config.oracle.maker, "kwargs": config.oracle.kwargs}
-    acquired = {d["candidate_id"]: d.get("acquisition") or {} for d in stores.candidate_table(
-        name, ["acquisition"], {"candidate_id": {"$in": [a["candidate_id"] for a in answers]}})}
+    acquired = {
+        d["candidate_id"]: d.get("acquisition") or {}
+        for d in stores.candidate_table(
+            name, ["acquisition"], {"candidate_id": {"$in": [a["candidate_id"] for a in answers]}}
+        )
+    }
     labels, ok, failed = [], [], []
     for a in answers:
         cid = a["candidate_id"]
@@ -245,13 +272,21 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
             structure = Structure.from_dict(structure)
         energy = a.get("energy")
         label = {
-            "campaign": name, "candidate_id": cid, "fidelity": config.oracle.fidelity,
-            "oracle": oracle, "job_uuid": a.get("job_uuid"), "cost": config.oracle.cost,
-            "iteration": acquired.get(cid, {}).get("iteration"), "time": now(),
+            "campaign": name,
+            "candidate_id": cid,
+            "fidelity": config.oracle.fidelity,
+            "oracle": oracle,
+            "job_uuid": a.get("job_uuid"),
+            "cost": config.oracle.cost,
+            "iteration": acquired.get(cid, {}).get("iteration"),
+            "time": now(),
         }
         if energy is None or structure is None:
-            label.update(status="failed", error="the oracle job produced no energy (it failed)",
-                         energy_per_atom=None)
+            label.update(
+                status="failed",
+                error="the oracle job produced no energy (it failed)",
+                energy_per_atom=None,
+            )
             failed.append(cid)
         else:
             label.update(
@@ -269,8 +304,9 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     stores.set_state(name, failed, "failed")
     n_calls = len(stores.get_labels(name, config.oracle.fidelity, ["candidate_id"]))
     stores.update_campaign(name, {"n_oracle_calls": n_calls})
-    logger.info("ingested %d labels (%d failed); %d oracle calls so far", len(ok), len(failed),
-                n_calls)
+    logger.info(
+        "ingested %d labels (%d failed); %d oracle calls so far", len(ok), len(failed), n_calls
+    )
     return {"n_new": n_new, "n_failed": len(failed), "n_oracle_calls": n_calls}
 
 
@@ -285,8 +321,13 @@ def fit_and_validate(
     model = make_surrogate(config.surrogate.kind, **kwargs).fit(X, y)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     if len(y) >= 3:
-        cv = cross_validate(lambda: make_surrogate(config.surrogate.kind, **kwargs), X, y,
-                            config.stopping.cv_folds, rng)
+        cv = cross_validate(
+            lambda: make_surrogate(config.surrogate.kind, **kwargs),
+            X,
+            y,
+            config.stopping.cv_folds,
+            rng,
+        )
         metrics = validation_metrics(y, cv)
     return model, metrics
 
@@ -311,27 +352,43 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         logger.info("iteration %d: %d acquisitions await their labels", iteration, len(pending))
         return Response(addition=label_flow(name, config, stores, pending, iteration))
 
-    labels = stores.get_labels(name, config.oracle.fidelity,
-                               ["candidate_id", "status", "energy_per_atom"])
+    labels = stores.get_labels(
+        name, config.oracle.fidelity, ["candidate_id", "status", "energy_per_atom"]
+    )
     n_calls = len(labels)
     good = [lab for lab in labels if lab["status"] == "success"]
     row = {cid: i for i, cid in enumerate(ids)}
-    X_train = X[[row[lab["candidate_id"]] for lab in good]]
-    y_train = np.array([lab["energy_per_atom"] for lab in good])
     rng = np.random.default_rng([config.seed, iteration])
 
-    if len(good) == 0:
-        raise RuntimeError(f"campaign {name}: no successful oracle answer to learn from")
-    model, metrics = fit_and_validate(config, X_train, y_train, rng)
-    stores.add_model({
-        "campaign": name, "iteration": iteration, "kind": config.surrogate.kind,
-        "featurizer": {"kind": config.features.kind, "cutoffs": config.features.cutoffs},
-        "training_ids": [lab["candidate_id"] for lab in good],
-        **model.to_dict(), "metrics": metrics, "time": now(),
-    })
+    metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    model = None
+    if good:
+        X_train = X[[row[lab["candidate_id"]] for lab in good]]
+        y_train = np.array([lab["energy_per_atom"] for lab in good])
+        model, metrics = fit_and_validate(config, X_train, y_train, rng)
+        stores.add_model(
+            {
+                "campaign": name,
+                "iteration": iteration,
+                "kind": config.surrogate.kind,
+                "featurizer": {"kind": config.features.kind, "cutoffs": config.features.cutoffs},
+                "training_ids": [lab["candidate_id"] for lab in good],
+                **model.to_dict(),
+                "metrics": metrics,
+                "time": now(),
+            }
+        )
     s = config.stopping
-    decision = judge(n_calls, metrics, max_oracle_calls=s.max_oracle_calls,
-                     rmse_target=s.rmse_target, mae_target=s.mae_target, min_labels=s.min_labels)
+    decision = judge(
+        n_calls,
+        metrics,
+        max_oracle_calls=s.max_oracle_calls,
+        rmse_target=s.rmse_target,
+        mae_target=s.mae_target,
+        min_labels=s.min_labels,
+        n_failed=n_calls - len(good),
+        max_failure_fraction=s.max_failure_fraction,
+    )
 
     chosen: list[str] = []
     if not decision.stop:
@@ -340,26 +397,45 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         if not pool:
             decision.stop, decision.reason = True, "candidate pool exhausted"
         else:
-            rule = make_rule(config.acquisition.rule)
-            selection = rule.select(model.predict(X[pool]), k, rng)
+            # Without a single successful label there is no model: ask at random.
+            rule = make_rule(config.acquisition.rule if model else "random")
+            prediction = (
+                model.predict(X[pool])
+                if model
+                else Prediction(np.zeros(len(pool)), np.ones(len(pool)), np.ones(len(pool)))
+            )
+            selection = rule.select(prediction, k, rng)
             chosen = [ids[pool[i]] for i in selection.indices]
-            stores.record_acquisitions(name, chosen, iteration + 1, rule.name,
-                                       selection.scores.tolist())
+            stores.record_acquisitions(
+                name, chosen, iteration + 1, rule.name, selection.scores.tolist()
+            )
 
     entry = {
-        "iteration": iteration, "n_labels": len(good), "n_oracle_calls": n_calls,
-        "metrics": metrics, "decision": decision.to_dict(), "acquired": chosen,
-        "seconds": round(time.perf_counter() - t0, 3), "time": now(),
+        "iteration": iteration,
+        "n_labels": len(good),
+        "n_oracle_calls": n_calls,
+        "metrics": metrics,
+        "decision": decision.to_dict(),
+        "acquired": chosen,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "time": now(),
     }
     history = [h for h in doc.get("history", []) if h["iteration"] != iteration] + [entry]
-    fields = {"iteration": iteration, "n_oracle_calls": n_calls, "metrics": metrics,
-              "criteria": entry["decision"]["criteria"], "history": history}
+    fields = {
+        "iteration": iteration,
+        "n_oracle_calls": n_calls,
+        "metrics": metrics,
+        "criteria": entry["decision"]["criteria"],
+        "history": history,
+    }
     if decision.stop:
-        fields.update(state="stopped", stop_reason=decision.reason)
+        fields.update(state="failed" if decision.failed else "stopped", stop_reason=decision.reason)
     stores.update_campaign(name, fields)
     rmse = metrics["rmse"]
     logger.info(
-        "iteration %d: %d labels, cv rmse %s eV/atom -> %s", iteration, len(good),
+        "iteration %d: %d labels, cv rmse %s eV/atom -> %s",
+        iteration,
+        len(good),
         "n/a" if rmse is None else f"{rmse:.4f}",
         f"stop ({decision.reason})" if decision.stop else f"acquire {len(chosen)}",
     )

@@ -130,11 +130,13 @@ class Decision:
     stop: bool
     reason: str | None
     criteria: list[Criterion]
+    failed: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict form for the campaign document."""
         return {
             "stop": self.stop,
+            "failed": self.failed,
             "reason": self.reason,
             "criteria": [asdict(c) for c in self.criteria],
         }
@@ -148,13 +150,16 @@ def judge(
     rmse_target: float | None = None,
     mae_target: float | None = None,
     min_labels: int = 0,
+    n_failed: int = 0,
+    max_failure_fraction: float = 1.0,
 ) -> Decision:
     """Judge the stopping portfolio.
 
     The campaign stops when a limit is reached (the oracle budget), or when every
     configured quality target holds on cross-validated metrics and at least
     ``min_labels`` labels exist. With no quality target configured only the budget
-    can stop it.
+    can stop it. It *fails* when more than ``max_failure_fraction`` of the oracle
+    calls failed.
 
     Parameters
     ----------
@@ -162,6 +167,8 @@ def judge(
         Oracle calls spent so far (successful or failed: both cost).
     metrics
         Cross-validated metrics; a value of ``None`` has not been measured yet.
+    n_failed, max_failure_fraction
+        Oracle calls that failed, and the largest tolerated fraction of them.
     max_oracle_calls
         Oracle budget.
     rmse_target, mae_target
@@ -170,8 +177,13 @@ def judge(
         Quality criteria are not trusted below this many labels.
     """
     criteria = [
-        Criterion("budget", float(n_oracle_calls), float(max_oracle_calls),
-                  n_oracle_calls >= max_oracle_calls, "limit"),
+        Criterion(
+            "budget",
+            float(n_oracle_calls),
+            float(max_oracle_calls),
+            n_oracle_calls >= max_oracle_calls,
+            "limit",
+        ),
     ]
     enough = n_oracle_calls >= min_labels
     for name, target in (("rmse", rmse_target), ("mae", mae_target)):
@@ -179,9 +191,29 @@ def judge(
             continue
         value = metrics.get(name)
         criteria.append(
-            Criterion(name, value, float(target),
-                      bool(enough and value is not None and value <= target), "quality")
+            Criterion(
+                name,
+                value,
+                float(target),
+                bool(enough and value is not None and value <= target),
+                "quality",
+            )
         )
+    failure_fraction = n_failed / n_oracle_calls if n_oracle_calls else 0.0
+    failures = Criterion(
+        "failure_fraction",
+        failure_fraction,
+        float(max_failure_fraction),
+        failure_fraction > max_failure_fraction,
+        "limit",
+    )
+    criteria.append(failures)
+    if failures.met:
+        reason = (
+            f"{n_failed} of {n_oracle_calls} oracle calls failed (more than "
+            f"max_failure_fraction={max_failure_fraction:g}); see the failed labels"
+        )
+        return Decision(True, reason, criteria, failed=True)
     quality = [c for c in criteria if c.kind == "quality"]
     if quality and all(c.met for c in quality):
         reason = "targets met: " + ", ".join(
@@ -189,5 +221,7 @@ def judge(
         )
         return Decision(True, reason, criteria)
     if criteria[0].met:
-        return Decision(True, f"oracle budget spent ({n_oracle_calls}/{max_oracle_calls})", criteria)
+        return Decision(
+            True, f"oracle budget spent ({n_oracle_calls}/{max_oracle_calls})", criteria
+        )
     return Decision(False, None, criteria)

@@ -85,8 +85,19 @@ class CampaignStores:
 
     def list_campaigns(self) -> list[dict]:
         """Every campaign document, newest first, without the history."""
-        docs = list(self.campaigns.query({}, properties=[
-            "name", "state", "iteration", "n_oracle_calls", "stop_reason", "updated_at"]))
+        docs = list(
+            self.campaigns.query(
+                {},
+                properties=[
+                    "name",
+                    "state",
+                    "iteration",
+                    "n_oracle_calls",
+                    "stop_reason",
+                    "updated_at",
+                ],
+            )
+        )
         return sorted(docs, key=lambda d: d.get("updated_at", ""), reverse=True)
 
     def create_campaign(self, name: str, config: dict, **fields: Any) -> dict:
@@ -150,7 +161,9 @@ class CampaignStores:
         ]
         _bulk_update(self.candidates._collection, ops)
 
-    def set_state(self, campaign: str, ids: Iterable[str], state: str, extra: dict | None = None) -> None:
+    def set_state(
+        self, campaign: str, ids: Iterable[str], state: str, extra: dict | None = None
+    ) -> None:
         """Move candidates to a state (one ``update_many``)."""
         if state not in CANDIDATE_STATES:
             raise ValueError(f"unknown candidate state {state!r}")
@@ -171,8 +184,12 @@ class CampaignStores:
             {
                 cid: {
                     "state": "acquired",
-                    "acquisition": {"iteration": iteration, "rule": rule, "score": float(s),
-                                    "time": now()},
+                    "acquisition": {
+                        "iteration": iteration,
+                        "rule": rule,
+                        "score": float(s),
+                        "time": now(),
+                    },
                 }
                 for cid, s in zip(ids, scores, strict=True)
             },
@@ -191,15 +208,18 @@ class CampaignStores:
         campaign = docs[0]["campaign"]
         existing = {
             (d["candidate_id"], d["fidelity"])
-            for d in self.labels.query({"campaign": campaign}, properties=["candidate_id", "fidelity"])
+            for d in self.labels.query(
+                {"campaign": campaign}, properties=["candidate_id", "fidelity"]
+            )
         }
         new = [jsanitize(d) for d in docs if (d["candidate_id"], d["fidelity"]) not in existing]
         if new:
             self.labels._collection.insert_many(new)
         return len(new)
 
-    def get_labels(self, campaign: str, fidelity: str | None = None,
-                   properties: Sequence[str] | None = None) -> list[dict]:
+    def get_labels(
+        self, campaign: str, fidelity: str | None = None, properties: Sequence[str] | None = None
+    ) -> list[dict]:
         """Labels of a campaign (optionally one fidelity), sorted by candidate id."""
         query: dict = {"campaign": campaign}
         if fidelity is not None:

@@ -251,5 +251,7 @@ def make_surrogate(kind: str, **kwargs) -> Surrogate:
     try:
         cls = SURROGATES[kind]
     except KeyError:
-        raise ValueError(f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}") from None
+        raise ValueError(
+            f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
+        ) from None
     return cls(**kwargs)

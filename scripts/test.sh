@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed), then run the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m ruff check .
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,68 @@
+"""Shared fixtures: small campaign configs and fresh stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+STORES = ROOT / "stores"
+
+
+def small_config_dict(**overrides) -> dict:
+    """A campaign on fcc Cu-Au cells of at most 4 atoms (29 orderings), EMT oracle."""
+    cfg = {
+        "name": "test-cuau",
+        "seed": 1,
+        "system": {"structure": str(EXAMPLES / "cuau_fcc.cif")},
+        "enumeration": {"max_size": 4},
+        "features": {"cutoffs": [5.0]},
+        "prescreen": {"enabled": False},
+        "oracle": {
+            "maker": "atomate2.ase.jobs.EmtRelaxMaker",
+            "kwargs": {"relax_cell": True, "steps": 200, "relax_kwargs": {"fmax": 0.02}},
+            "fidelity": "emt",
+        },
+        "acquisition": {"rule": "max_variance", "batch_size": 2},
+        "initial_design": {"n_initial": 4},
+        "stopping": {"max_oracle_calls": 10, "rmse_target": 0.0001, "min_labels": 5, "cv_folds": 4},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config dict as YAML and return its path."""
+
+    def write(cfg: dict, name: str = "campaign.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def alc_home(tmp_path, monkeypatch) -> Path:
+    """An empty $ALCAMPAIGN_HOME (embedded database) for the test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ALCAMPAIGN_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def memory_store():
+    """A connected in-memory JobStore with every campaign collection."""
+    from alcampaign.stores import load_job_store
+
+    store = load_job_store(STORES / "memory.yaml")
+    store.connect()
+    return store

@@ -1,0 +1,181 @@
+"""A whole campaign through jobflow's run_locally into real stores.
+
+Cells of at most 4 atoms, a few iterations; the assertions check what landed in every
+collection against independent computations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+from jobflow import run_locally
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from alcampaign.config import embedded_store_spec, load_config
+from alcampaign.enumeration import read_structure
+from alcampaign.flows import campaign_flow, resume_flow
+from alcampaign.stores import CampaignStores, job_store_from_spec
+from alcampaign.surrogate import BayesianLinearRegression
+
+from conftest import small_config_dict
+
+
+def _run(flow, job_store, tmp_path):
+    run_locally(flow, store=job_store, root_dir=tmp_path, log=False, ensure_success=True)
+
+
+def _emt_energy(structure: Structure) -> float:
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = EMT()
+    return atoms.get_potential_energy()
+
+
+def _emt_relaxed_energy_per_atom(structure: Structure, fmax: float) -> float:
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = EMT()
+    FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=fmax, steps=200)
+    return atoms.get_potential_energy() / len(atoms)
+
+
+@pytest.fixture(params=["memory", "monty"])
+def job_store(request, memory_store, tmp_path):
+    if request.param == "memory":
+        return memory_store
+    store = job_store_from_spec(embedded_store_spec(tmp_path / "home"))
+    store.connect()
+    return store
+
+
+def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
+    cfg = load_config(write_config(small_config_dict(prescreen={"enabled": True})))
+    _run(campaign_flow(cfg, read_structure(cfg.system.structure)), job_store, tmp_path)
+    stores = CampaignStores.from_job_store(job_store)
+    name = cfg.name
+
+    # campaigns: stopped with a reason, one history entry per controller iteration.
+    doc = stores.get_campaign(name)
+    assert doc["state"] == "stopped" and doc["stop_reason"]
+    assert doc["n_oracle_calls"] == cfg.stopping.max_oracle_calls  # the rmse target is unreachable
+    assert [h["iteration"] for h in doc["history"]] == list(range(doc["iteration"] + 1))
+    assert doc["metrics"]["rmse"] is not None and doc["metrics"]["ece"] is not None
+
+    # candidates: all enumerated, prescreened, each labelled at most once.
+    cands = stores.candidate_table(
+        name, ["state", "prescreen", "acquisition", "structure", "features"]
+    )
+    assert len(cands) == 29
+    assert all(
+        c["prescreen"]["model"] == "CHGNet" and len(c["prescreen"]["forces"]) > 0 for c in cands
+    )
+    labelled = [c for c in cands if c["state"] == "labelled"]
+    assert len(labelled) == cfg.stopping.max_oracle_calls
+    assert all(c["acquisition"] is not None for c in labelled)
+    assert {c["acquisition"]["rule"] for c in labelled} == {"initial_random", "max_variance"}
+
+    # labels: one per candidate, equal to EMT energies computed directly with ASE.
+    labels = stores.get_labels(name, "emt")
+    assert len({lab["candidate_id"] for lab in labels}) == len(labels) == len(labelled)
+    by_id = {c["candidate_id"]: c for c in cands}
+    fmax = cfg.oracle.kwargs["relax_kwargs"]["fmax"]
+    for lab in labels:
+        assert lab["status"] == "success" and lab["job_uuid"]
+        final = Structure.from_dict(lab["final_structure"])
+        assert lab["energy"] == pytest.approx(_emt_energy(final), abs=1e-8)
+        assert lab["energy_per_atom"] == pytest.approx(lab["energy"] / len(final))
+        initial = Structure.from_dict(by_id[lab["candidate_id"]]["structure"])
+        assert lab["energy_per_atom"] == pytest.approx(
+            _emt_relaxed_energy_per_atom(initial, fmax), abs=2e-3
+        )
+
+    # models: the stored posterior equals the closed form on the same data.
+    model = stores.latest_model(name)
+    assert model["iteration"] == doc["iteration"]
+    X = np.array([by_id[cid]["features"] for cid in model["training_ids"]])
+    energy = {lab["candidate_id"]: lab["energy_per_atom"] for lab in labels}
+    y = np.array([energy[cid] for cid in model["training_ids"]]) - model["offset"]
+    alpha, beta = model["alpha"], model["beta"]
+    S = np.linalg.inv(alpha * np.eye(X.shape[1]) + beta * X.T @ X)
+    np.testing.assert_allclose(model["covariance"], S, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(model["mean"], beta * S @ X.T @ y, rtol=1e-7, atol=1e-10)
+    ref = BayesianLinearRegression().fit(X, y + model["offset"])
+    assert ref.alpha_ == pytest.approx(alpha) and ref.beta_ == pytest.approx(beta)
+
+    # Resuming a stopped campaign changes nothing.
+    n_docs = job_store.docs_store.count()
+    _run(resume_flow(name), job_store, tmp_path)
+    assert len(stores.get_labels(name)) == len(labels)
+    assert job_store.docs_store.count() == n_docs + 3  # the three idempotent pipeline jobs
+
+
+def test_crash_after_acquisition_resumes_without_lost_or_repeated_calls(
+    memory_store, write_config, tmp_path
+):
+    """Acquisitions recorded but never answered are labelled on resume, exactly once."""
+    cfg = load_config(write_config(small_config_dict(stopping={"max_oracle_calls": 6})))
+    stores = CampaignStores.from_job_store(memory_store)
+    flow = campaign_flow(cfg, read_structure(cfg.system.structure))
+    # Run only register, enumerate, prescreen and initial design: the initial design
+    # records its acquisitions and adds oracle jobs, which we drop (the "crash").
+    for job in flow.jobs:
+        job.run(memory_store)
+    acquired = stores.candidate_table(cfg.name, ["state"], {"state": "acquired"})
+    assert len(acquired) == cfg.initial_design.n_initial and not stores.get_labels(cfg.name)
+
+    _run(resume_flow(cfg.name), memory_store, tmp_path)
+    doc = stores.get_campaign(cfg.name)
+    labels = stores.get_labels(cfg.name)
+    assert doc["state"] == "stopped" and len(labels) == 6
+    assert len({lab["candidate_id"] for lab in labels}) == 6
+    assert {a["candidate_id"] for a in acquired} <= {lab["candidate_id"] for lab in labels}
+
+
+def test_failed_oracle_is_recorded_and_never_asked_again(memory_store, write_config, tmp_path):
+    cfg = load_config(
+        write_config(
+            small_config_dict(
+                oracle={"maker": "oracles.OddCellsFailEmtRelaxMaker", "fidelity": "emt"},
+                initial_design={"n_initial": 8},
+                stopping={"max_oracle_calls": 14},
+            )
+        )
+    )
+    run_locally(
+        campaign_flow(cfg, read_structure(cfg.system.structure)),
+        store=memory_store,
+        root_dir=tmp_path,
+        log=False,
+    )
+    stores = CampaignStores.from_job_store(memory_store)
+    labels = stores.get_labels(cfg.name)
+    assert stores.get_campaign(cfg.name)["state"] == "stopped"
+    assert len(labels) == 14 and len({lab["candidate_id"] for lab in labels}) == 14
+    failed = [lab for lab in labels if lab["status"] == "failed"]
+    assert failed and all(lab["error"] and lab["energy_per_atom"] is None for lab in failed)
+    cands = {c["candidate_id"]: c for c in stores.candidate_table(cfg.name, ["state", "n_sites"])}
+    assert all(cands[lab["candidate_id"]]["state"] == "failed" for lab in failed)
+    assert all(cands[lab["candidate_id"]]["n_sites"] % 2 == 1 for lab in failed)
+
+
+def test_campaign_fails_above_the_failure_fraction(memory_store, write_config, tmp_path):
+    cfg = load_config(
+        write_config(
+            small_config_dict(
+                oracle={"maker": "oracles.AlwaysFailMaker", "fidelity": "emt"},
+            )
+        )
+    )
+    run_locally(
+        campaign_flow(cfg, read_structure(cfg.system.structure)),
+        store=memory_store,
+        root_dir=tmp_path,
+        log=False,
+    )
+    stores = CampaignStores.from_job_store(memory_store)
+    doc = stores.get_campaign(cfg.name)
+    assert doc["state"] == "failed" and "failed" in doc["stop_reason"]
+    assert len(stores.get_labels(cfg.name)) == cfg.initial_design.n_initial
+    assert "acquired" not in {c["state"] for c in stores.candidate_table(cfg.name, ["state"])}

@@ -1,0 +1,93 @@
+"""Campaign config validation and store specs."""
+
+import pytest
+import yaml
+
+from alcampaign.config import (
+    ConfigError,
+    embedded_store_spec,
+    expand_env,
+    load_config,
+    read_store_spec,
+)
+
+from conftest import STORES, small_config_dict
+
+
+def test_valid_config_resolves_structure_path(write_config):
+    cfg = load_config(write_config(small_config_dict()))
+    assert cfg.system.structure.is_absolute() and cfg.system.structure.is_file()
+    assert cfg.acquisition.batch_size == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"acquisition": {"batch_size": 0}}, "acquisition.batch_size"),
+        ({"acquisition": {"rule": "best_guess"}}, "acquisition.rule"),
+        ({"stopping": {"max_oracle_calls": "many"}}, "stopping.max_oracle_calls"),
+        ({"enumeration": {"max_sizes": 3}}, "enumeration.max_sizes"),
+        ({"oracle": {"maker": "not a path"}}, "oracle.maker"),
+        ({"features": {"cutoffs": [-1.0]}}, "features.cutoffs"),
+        ({"colour": "blue"}, "colour"),
+        ({"name": "has spaces"}, "name"),
+    ],
+)
+def test_bad_field_is_named(write_config, change, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(write_config(small_config_dict(**change)))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_missing_structure_file(write_config, tmp_path):
+    cfg = small_config_dict(system={"structure": str(tmp_path / "missing.cif")})
+    with pytest.raises(ConfigError, match=r"system\.structure"):
+        load_config(write_config(cfg))
+
+
+def test_budget_smaller_than_initial_design(write_config):
+    cfg = small_config_dict(initial_design={"n_initial": 20}, stopping={"max_oracle_calls": 5})
+    with pytest.raises(ConfigError, match="n_initial"):
+        load_config(write_config(cfg))
+
+
+def test_expand_env():
+    env = {"A": "1"}
+    assert expand_env("${A}/${B:-two}", env) == "1/two"
+    with pytest.raises(ConfigError, match="SECRET"):
+        expand_env("${SECRET}", env)
+
+
+def test_embedded_yaml_matches_builtin_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALCAMPAIGN_HOME", str(tmp_path))
+    assert read_store_spec(STORES / "embedded.yaml") == embedded_store_spec()
+
+
+def test_mongodb_spec_takes_uri_from_environment(monkeypatch):
+    monkeypatch.setenv("ALCAMPAIGN_MONGODB_URI", "mongodb://u:p@example.invalid:27017")
+    spec = read_store_spec(STORES / "mongodb.yaml")
+    assert spec["docs_store"]["uri"] == "mongodb://u:p@example.invalid:27017"
+    assert "p@" not in (STORES / "mongodb.yaml").read_text()
+    monkeypatch.delenv("ALCAMPAIGN_MONGODB_URI")
+    with pytest.raises(ConfigError, match="ALCAMPAIGN_MONGODB_URI"):
+        read_store_spec(STORES / "mongodb.yaml")
+
+
+def test_store_spec_missing_collection(tmp_path):
+    spec = yaml.safe_load((STORES / "memory.yaml").read_text())
+    del spec["additional_stores"]["labels"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="labels"):
+        read_store_spec(path)
