@@ -1,0 +1,1 @@
+"""Ready-made campaign flows (thin wrappers over :mod:`alcampaign.flows`)."""

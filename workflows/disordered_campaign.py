@@ -1,0 +1,50 @@
+"""Build the flow of a campaign from a config file, for any jobflow manager.
+
+Usage::
+
+    python workflows/disordered_campaign.py examples/cuau_emt.yaml            # run locally
+    python workflows/disordered_campaign.py examples/cuau_emt.yaml --dry-run  # list the jobs
+
+The flow is an ordinary jobflow ``Flow``: instead of ``run_locally`` it can be handed
+to FireWorks (``jobflow.managers.fireworks.flow_to_workflow``) or jobflow-remote; its
+jobs need a JobStore with the campaign collections (see ``stores/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobflow import Flow
+
+from alcampaign.cli import preflight
+from alcampaign.config import load_config
+from alcampaign.flows import campaign_flow
+
+
+def build(config_path: str, name: str | None = None) -> Flow:
+    """Validate a config (writing nothing) and return its campaign flow."""
+    config = load_config(config_path, name=name)
+    return campaign_flow(config, preflight(config))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("--name")
+    parser.add_argument("--store", help="JobStore YAML (default: embedded)")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    flow = build(args.config, args.name)
+    if args.dry_run:
+        for job in flow.jobs:
+            print(job.name)
+        return
+    from jobflow import run_locally
+
+    from alcampaign.stores import load_job_store
+
+    run_locally(flow, store=load_job_store(args.store), log=False)
+
+
+if __name__ == "__main__":
+    main()
