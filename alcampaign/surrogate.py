@@ -1,21 +1,29 @@
 """Bayesian linear surrogate models (pure numpy/scipy).
 
-The model is ``y = X w + eps`` with a Gaussian prior ``w ~ N(0, alpha^-1 I)`` and Gaussian
-noise ``eps ~ N(0, beta^-1)``. The posterior over the weights is Gaussian with
+The model is linear in basis functions, ``E = sum_k w_k f_k``. Each observation row is
+either an **energy row** (features of a structure, target an energy) or a **force row**
+(minus the gradient of the features with respect to one atomic coordinate, target that
+force component). Rows of kind ``g`` carry Gaussian noise of precision ``beta_g`` (one
+for energies, one for forces) and an optional weight ``s`` (a row of weight ``s`` counts
+``s`` times; the bootstrap committee uses Poisson weights). The prior is
+``w ~ N(0, alpha^-1 I)``. The posterior is Gaussian:
 
-    A = alpha I + beta X^T X          (posterior precision)
-    m = beta A^-1 X^T (y - y0)        (posterior mean)
-    S = A^-1                          (posterior covariance)
+    A = alpha I + sum_g beta_g X_g^T S_g X_g          (posterior precision)
+    m = A^-1 sum_g beta_g X_g^T S_g (y_g - y0 [g is energy])   (posterior mean)
 
-where ``y0`` is a constant target offset (the mean of the training targets) that keeps
-the prior centred on the data. Everything is computed through a Cholesky factor of
-``A``; no explicit inverse is formed. The hyperparameters ``alpha`` and ``beta`` are
-chosen by maximising the log marginal likelihood (the evidence) unless they are fixed.
+``y0`` is a constant offset (the weighted mean energy target) that keeps a zero-mean
+prior sensible for energies far from zero; force rows are unaffected by it. Everything
+goes through a Cholesky factor of ``A``; no inverse is formed unless asked for.
+
+The model keeps only sufficient statistics (``X^T S X``, ``X^T S y``, ...), so labels can
+be added with :meth:`BayesianLinearRegression.update` as rank-k Cholesky updates at fixed
+hyperparameters, which equals a refit to round-off; :meth:`optimize_hyperparameters`
+re-maximises the evidence from the same statistics without the raw data.
 
 A prediction separates the two kinds of uncertainty:
 
-* epistemic variance ``x^T S x`` (what more data would remove), and
-* aleatoric variance ``1 / beta`` (noise the model cannot remove).
+* epistemic variance ``x^T A^-1 x`` (what more data would remove), and
+* aleatoric variance ``1 / beta_g`` (noise the model cannot remove).
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.optimize import minimize
 
-# Bounds on log(alpha) and log(beta). beta = 1/sigma^2 with sigma in eV/atom: the upper
-# bound is sigma = 0.1 meV/atom, the lower bound sigma = 3 eV/atom.
+ENERGY, FORCE = 0, 1
+KINDS = (ENERGY, FORCE)
+
+# Bounds on log(alpha) and log(beta). beta = 1/sigma^2: for energies (eV/atom) from
+# sigma = 0.1 meV/atom to 3 eV/atom.
 LOG_ALPHA_BOUNDS = (-12.0, 25.0)
 LOG_BETA_BOUNDS = (-2.2, 18.4)
 
@@ -61,151 +72,240 @@ class Prediction:
         """Total predictive standard deviation."""
         return np.sqrt(self.total_var)
 
+    def subset(self, index: np.ndarray) -> Prediction:
+        """The prediction at a subset of the inputs."""
+        return Prediction(self.mean[index], self.epistemic_var[index], self.aleatoric_var[index])
+
 
 class Surrogate(Protocol):
-    """What the controller, the acquisition rules and the stopping rules need."""
+    """The interface every surrogate offers to the controller and the rules."""
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Surrogate: ...
+    def fit(self, X: np.ndarray, y: np.ndarray, kind: np.ndarray | None = None) -> Surrogate: ...
 
-    def predict(self, X: np.ndarray) -> Prediction: ...
+    def update(self, X: np.ndarray, y: np.ndarray, kind: np.ndarray | None = None) -> Surrogate: ...
+
+    def predict(self, X: np.ndarray, kind: int = ENERGY) -> Prediction: ...
 
     def log_evidence(self) -> float: ...
 
+    @property
+    def covariance_(self) -> np.ndarray: ...
 
-def _neg_log_evidence(
-    log_params: np.ndarray, eigvals: np.ndarray, proj: np.ndarray, yty: float, n: int
-) -> float:
-    """Negative log evidence from the eigen-decomposition of X^T X.
+    def to_dict(self) -> dict: ...
 
-    ``eigvals`` are the eigenvalues of X^T X and ``proj = V^T X^T y`` its eigenbasis
-    projection of the targets; that makes every evaluation O(d).
+
+def _as_rows(X, y, kind, weight):
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    y = np.asarray(y, dtype=float).reshape(-1)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X must be (n, d) and y (n,); got {X.shape} and {y.shape}")
+    kind = np.zeros(len(y), dtype=int) if kind is None else np.asarray(kind, dtype=int)
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    if kind.shape != y.shape or weight.shape != y.shape:
+        raise ValueError("kind and weight must have one entry per row")
+    if not np.isin(kind, KINDS).all():
+        raise ValueError("kind must be 0 (energy row) or 1 (force row)")
+    return X, y, kind, weight
+
+
+def chol_update(L: np.ndarray, x: np.ndarray) -> None:
+    """In-place rank-one update of a lower Cholesky factor: ``L L^T + x x^T``.
+
+    O(d^2); numerically stable (hyperbolic rotations are not needed for an update).
     """
-    alpha, beta = np.exp(log_params)
-    d = eigvals.size
-    a = alpha + beta * eigvals  # eigenvalues of the posterior precision A
-    # m in the eigenbasis, and the two quadratic terms of E(m).
-    m_eig = beta * proj / a
-    # ||y - X m||^2 = y^T y - 2 m^T X^T y + m^T X^T X m
-    resid2 = yty - 2.0 * m_eig @ proj + m_eig @ (eigvals * m_eig)
-    resid2 = max(resid2, 0.0)
-    e_m = 0.5 * beta * resid2 + 0.5 * alpha * m_eig @ m_eig
-    log_ev = (
-        0.5 * d * np.log(alpha)
-        + 0.5 * n * np.log(beta)
-        - e_m
-        - 0.5 * np.sum(np.log(a))
-        - 0.5 * n * np.log(2.0 * np.pi)
-    )
-    return -float(log_ev)
+    x = x.astype(float, copy=True)
+    d = x.size
+    for k in range(d):
+        r = np.hypot(L[k, k], x[k])
+        c, s = r / L[k, k], x[k] / L[k, k]
+        L[k, k] = r
+        if k + 1 < d:
+            L[k + 1:, k] = (L[k + 1:, k] + s * x[k + 1:]) / c
+            x[k + 1:] = c * x[k + 1:] - s * L[k + 1:, k]
 
 
 @dataclass
 class BayesianLinearRegression:
-    """Bayesian linear regression with an analytic Gaussian posterior.
+    """Bayesian linear regression on energy and force rows, analytic posterior.
 
     Parameters
     ----------
     alpha
-        Prior precision of the weights. ``None`` chooses it by evidence maximisation.
+        Prior precision of the weights. ``None``: evidence maximisation.
     beta
-        Noise precision of the targets. ``None`` chooses it by evidence maximisation.
+        Noise precision of energy rows. ``None``: evidence maximisation.
+    beta_force
+        Noise precision of force rows. ``None``: evidence maximisation (when force rows
+        exist).
     center
-        Subtract the mean training target before fitting (the offset is added back to
-        predictions). Keeps a zero-mean prior sensible for energies far from zero.
+        Subtract the (weighted) mean energy target before fitting; it is added back to
+        energy predictions.
     """
 
     alpha: float | None = None
     beta: float | None = None
+    beta_force: float | None = None
     center: bool = True
-    # Fitted state.
     alpha_: float = field(default=np.nan, init=False)
-    beta_: float = field(default=np.nan, init=False)
+    betas_: np.ndarray = field(default=None, init=False, repr=False)
     offset_: float = field(default=0.0, init=False)
     mean_: np.ndarray = field(default=None, init=False, repr=False)
     chol_: np.ndarray = field(default=None, init=False, repr=False)
-    n_train_: int = field(default=0, init=False)
+    _stats: dict = field(default=None, init=False, repr=False)
     _log_evidence: float = field(default=np.nan, init=False, repr=False)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> BayesianLinearRegression:
-        """Fit the posterior (and hyperparameters unless fixed) to ``X``, ``y``.
+    # -- sufficient statistics ---------------------------------------------------
+
+    def _empty_stats(self, d: int) -> dict:
+        return {
+            "G": np.zeros((2, d, d)),  # X_g^T S X_g
+            "b": np.zeros((2, d)),  # X_g^T S y_g
+            "yy": np.zeros(2),  # y_g^T S y_g
+            "n": np.zeros(2),  # sum of weights
+            "sx": np.zeros(d),  # X_E^T S 1
+            "sy": 0.0,  # 1^T S y_E
+        }
+
+    def _accumulate(self, X, y, kind, weight) -> None:
+        st = self._stats
+        for g in KINDS:
+            rows = kind == g
+            if not rows.any():
+                continue
+            Xg, yg, wg = X[rows], y[rows], weight[rows]
+            st["G"][g] += (Xg * wg[:, None]).T @ Xg
+            st["b"][g] += Xg.T @ (wg * yg)
+            st["yy"][g] += float(wg @ (yg * yg))
+            st["n"][g] += float(wg.sum())
+            if g == ENERGY:
+                st["sx"] += Xg.T @ wg
+                st["sy"] += float(wg @ yg)
+
+    def _centered(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """``b`` and ``yy`` per kind with the energy offset removed."""
+        st = self._stats
+        c = st["sy"] / st["n"][ENERGY] if (self.center and st["n"][ENERGY] > 0) else 0.0
+        b = st["b"].copy()
+        yy = st["yy"].copy()
+        b[ENERGY] = b[ENERGY] - c * st["sx"]
+        yy[ENERGY] = yy[ENERGY] - 2 * c * st["sy"] + c * c * st["n"][ENERGY]
+        return b, np.maximum(yy, 0.0), c
+
+    # -- evidence ----------------------------------------------------------------
+
+    def _neg_log_evidence(self, alpha: float, betas: np.ndarray) -> float:
+        st = self._stats
+        b, yy, _ = self._centered()
+        d = st["G"].shape[1]
+        A = alpha * np.eye(d) + np.tensordot(betas, st["G"], axes=1)
+        try:
+            L = cholesky(A, lower=True)
+        except np.linalg.LinAlgError:
+            return np.inf
+        rhs = betas @ b
+        z = solve_triangular(L, rhs, lower=True)
+        n = st["n"]
+        active = n > 0
+        # log N(y | 0, C), C = B^-1 + X X^T / alpha, written in weight space.
+        log_det_c = 2 * np.log(np.diag(L)).sum() - d * np.log(alpha) - np.sum(
+            n[active] * np.log(betas[active]))
+        quad = float(betas @ yy) - float(z @ z)
+        return 0.5 * (quad + log_det_c + n[active].sum() * np.log(2 * np.pi))
+
+    def optimize_hyperparameters(self) -> BayesianLinearRegression:
+        """Maximise the log evidence over the free hyperparameters, then refactorise."""
+        st = self._stats
+        fixed = [self.alpha, self.beta, self.beta_force]
+        present = [True, st["n"][ENERGY] > 0, st["n"][FORCE] > 0]
+        free = [i for i in range(3) if fixed[i] is None and present[i]]
+        var = 1.0
+        if st["n"][ENERGY] > 0:
+            _, yy, _ = self._centered()
+            var = max(yy[ENERGY] / st["n"][ENERGY], 1e-8)
+        defaults = np.log([1.0 / var, 10.0 / var, 100.0])
+        base = np.array([np.log(v) if v is not None else defaults[i] for i, v in enumerate(fixed)])
+
+        def unpack(theta):
+            p = base.copy()
+            p[free] = theta
+            return np.exp(p[0]), np.exp(p[1:])
+
+        if free:
+            bounds = [LOG_ALPHA_BOUNDS if i == 0 else LOG_BETA_BOUNDS for i in free]
+            lo, hi = np.array(bounds).T
+            best = None
+            for shift_a in (0.0, np.log(var)):
+                for shift_b in (0.0, 4.0):
+                    x0 = base[free] + np.array([shift_a if i == 0 else shift_b for i in free])
+                    res = minimize(lambda t: self._neg_log_evidence(*unpack(t)),
+                                   np.clip(x0, lo, hi), method="L-BFGS-B", bounds=bounds)
+                    if best is None or res.fun < best.fun:
+                        best = res
+            base[free] = best.x
+        self.alpha_, self.betas_ = unpack(base[free] if free else np.empty(0))
+        self._factorise()
+        return self
+
+    def _factorise(self) -> None:
+        st = self._stats
+        d = st["G"].shape[1]
+        A = self.alpha_ * np.eye(d) + np.tensordot(self.betas_, st["G"], axes=1)
+        self.chol_ = cholesky(A, lower=True)
+        self._solve_mean()
+
+    def _solve_mean(self) -> None:
+        b, _, c = self._centered()
+        self.offset_ = float(c)
+        self.mean_ = cho_solve((self.chol_, True), self.betas_ @ b)
+        self._log_evidence = -self._neg_log_evidence(self.alpha_, self.betas_)
+
+    # -- public interface -----------------------------------------------------------
+
+    def fit(self, X, y, kind=None, weight=None) -> BayesianLinearRegression:
+        """Fit posterior and (free) hyperparameters to energy and force rows.
 
         Parameters
         ----------
         X
-            Design matrix, shape ``(n, d)``.
+            Rows of features (energy rows) or minus feature gradients (force rows),
+            shape ``(n, d)``.
         y
-            Targets, shape ``(n,)``.
-
-        Returns
-        -------
-        BayesianLinearRegression
-            ``self``, fitted.
+            Targets: energies or force components, shape ``(n,)``.
+        kind
+            0 for an energy row, 1 for a force row; default all energy rows.
+        weight
+            Row weights (a row of weight ``s`` counts ``s`` times); default 1.
         """
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y, dtype=float)
-        if X.ndim != 2 or y.shape != (X.shape[0],):
-            raise ValueError(f"X must be (n, d) and y (n,); got {X.shape} and {y.shape}")
-        if X.shape[0] == 0:
+        X, y, kind, weight = _as_rows(X, y, kind, weight)
+        if weight.sum() <= 0:
             raise ValueError("cannot fit a surrogate to zero labels")
-        n, d = X.shape
-        self.offset_ = float(y.mean()) if self.center else 0.0
-        yc = y - self.offset_
-        xtx = X.T @ X
-        xty = X.T @ yc
-        eigvals, eigvecs = np.linalg.eigh(xtx)
-        eigvals = np.clip(eigvals, 0.0, None)
-        proj = eigvecs.T @ xty
-        yty = float(yc @ yc)
+        self._stats = self._empty_stats(X.shape[1])
+        self._accumulate(X, y, kind, weight)
+        return self.optimize_hyperparameters()
 
-        log_alpha, log_beta = self._optimise_hyperparameters(eigvals, proj, yty, n, yc)
-        self.alpha_, self.beta_ = float(np.exp(log_alpha)), float(np.exp(log_beta))
-        self._log_evidence = -_neg_log_evidence(
-            np.array([log_alpha, log_beta]), eigvals, proj, yty, n
-        )
+    def update(self, X, y, kind=None, weight=None) -> BayesianLinearRegression:
+        """Add labels at fixed hyperparameters with rank-one Cholesky updates.
 
-        precision = self.alpha_ * np.eye(d) + self.beta_ * xtx
-        self.chol_ = cholesky(precision, lower=True)
-        self.mean_ = self.beta_ * cho_solve((self.chol_, True), xty)
-        self.n_train_ = n
+        Costs O(k d^2) for k new rows instead of a refit's O(d^3); equals a refit with
+        the same hyperparameters to round-off.
+        """
+        self._check_fitted()
+        X, y, kind, weight = _as_rows(X, y, kind, weight)
+        self._accumulate(X, y, kind, weight)
+        for x, g, w in zip(X, kind, weight, strict=True):
+            if w > 0:
+                chol_update(self.chol_, np.sqrt(w * self.betas_[g]) * x)
+        self._solve_mean()
         return self
-
-    def _optimise_hyperparameters(
-        self, eigvals: np.ndarray, proj: np.ndarray, yty: float, n: int, yc: np.ndarray
-    ) -> tuple[float, float]:
-        fixed = [
-            None if self.alpha is None else np.log(self.alpha),
-            None if self.beta is None else np.log(self.beta),
-        ]
-        if all(v is not None for v in fixed):
-            return fixed[0], fixed[1]
-        free = [i for i, v in enumerate(fixed) if v is None]
-        bounds = [(LOG_ALPHA_BOUNDS, LOG_BETA_BOUNDS)[i] for i in free]
-
-        def objective(theta: np.ndarray) -> float:
-            params = np.array([v if v is not None else 0.0 for v in fixed])
-            params[free] = theta
-            return _neg_log_evidence(params, eigvals, proj, yty, n)
-
-        # A few starts: the evidence can be flat in one direction for tiny data sets.
-        var = max(float(np.var(yc)), 1e-8)
-        starts_a = [np.log(1.0 / var), np.log(1.0)]
-        starts_b = [np.log(10.0 / var), np.log(1e4)]
-        best = None
-        for sa in starts_a:
-            for sb in starts_b:
-                x0 = np.array([(sa, sb)[i] for i in free])
-                x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
-                res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds)
-                if best is None or res.fun < best.fun:
-                    best = res
-        out = [v if v is not None else 0.0 for v in fixed]
-        for j, i in enumerate(free):
-            out[i] = float(best.x[j])
-        return out[0], out[1]
 
     def _check_fitted(self) -> None:
         if self.mean_ is None:
             raise RuntimeError("surrogate is not fitted; call fit() first")
+
+    @property
+    def beta_(self) -> float:
+        """Noise precision of energy rows."""
+        return float(self.betas_[ENERGY])
 
     @property
     def covariance_(self) -> np.ndarray:
@@ -213,18 +313,23 @@ class BayesianLinearRegression:
         self._check_fitted()
         return cho_solve((self.chol_, True), np.eye(self.chol_.shape[0]))
 
-    def predict(self, X: np.ndarray) -> Prediction:
-        """Predictive mean and the epistemic and aleatoric variances at ``X``."""
+    @property
+    def n_train_(self) -> int:
+        """Number of energy rows (weighted)."""
+        return int(round(self._stats["n"][ENERGY]))
+
+    def predict(self, X, kind: int = ENERGY) -> Prediction:
+        """Predictive mean and epistemic and aleatoric variances at rows ``X``."""
         self._check_fitted()
         X = np.atleast_2d(np.asarray(X, dtype=float))
-        mean = X @ self.mean_ + self.offset_
+        mean = X @ self.mean_ + (self.offset_ if kind == ENERGY else 0.0)
         v = solve_triangular(self.chol_, X.T, lower=True)  # L^-1 X^T
         epistemic = (v * v).sum(axis=0)
-        aleatoric = np.full(X.shape[0], 1.0 / self.beta_)
+        aleatoric = np.full(X.shape[0], 1.0 / self.betas_[kind])
         return Prediction(mean, epistemic, aleatoric)
 
     def log_evidence(self) -> float:
-        """Log marginal likelihood of the training targets at the fitted hyperparameters."""
+        """Log marginal likelihood of the (centred) targets at the fitted hyperparameters."""
         self._check_fitted()
         return self._log_evidence
 
@@ -235,6 +340,7 @@ class BayesianLinearRegression:
             "kind": "bayesian_linear",
             "alpha": self.alpha_,
             "beta": self.beta_,
+            "beta_force": float(self.betas_[FORCE]),
             "offset": self.offset_,
             "n_train": self.n_train_,
             "log_evidence": self._log_evidence,
@@ -243,7 +349,77 @@ class BayesianLinearRegression:
         }
 
 
-SURROGATES = {"bayesian_linear": BayesianLinearRegression}
+@dataclass
+class BootstrapEnsemble:
+    """A committee of Bayesian linear models on bootstrap resamples of the labels.
+
+    Each member sees every row with a Poisson(1) weight (the online bootstrap), so
+    labels can be added incrementally like the single model. Hyperparameters are
+    chosen once by evidence on all data and shared by the members. The epistemic
+    variance is the spread of the members' mean predictions (committee disagreement);
+    the aleatoric variance is the members' mean noise variance.
+
+    Parameters
+    ----------
+    n_members
+        Committee size.
+    seed
+        Seed of the bootstrap weights.
+    """
+
+    n_members: int = 8
+    seed: int = 0
+    alpha: float | None = None
+    beta: float | None = None
+    beta_force: float | None = None
+    members_: list = field(default_factory=list, init=False, repr=False)
+    reference_: BayesianLinearRegression = field(default=None, init=False, repr=False)
+    _rng: np.random.Generator = field(default=None, init=False, repr=False)
+
+    def fit(self, X, y, kind=None) -> BootstrapEnsemble:
+        """Fit the reference model (hyperparameters), then every member."""
+        X, y, kind, _ = _as_rows(X, y, kind, None)
+        self._rng = np.random.default_rng(self.seed)
+        self.reference_ = BayesianLinearRegression(self.alpha, self.beta, self.beta_force).fit(
+            X, y, kind)
+        r = self.reference_
+        self.members_ = []
+        for _ in range(self.n_members):
+            member = BayesianLinearRegression(r.alpha_, r.betas_[ENERGY], r.betas_[FORCE])
+            self.members_.append(member.fit(X, y, kind, self._rng.poisson(1.0, len(y))))
+        return self
+
+    def update(self, X, y, kind=None) -> BootstrapEnsemble:
+        """Add labels to the reference model and to every member (Poisson weights)."""
+        X, y, kind, _ = _as_rows(X, y, kind, None)
+        self.reference_.update(X, y, kind)
+        for member in self.members_:
+            member.update(X, y, kind, self._rng.poisson(1.0, len(y)))
+        return self
+
+    def predict(self, X, kind: int = ENERGY) -> Prediction:
+        """Committee mean, committee variance (epistemic) and mean noise variance."""
+        preds = [m.predict(X, kind) for m in self.members_]
+        means = np.array([p.mean for p in preds])
+        return Prediction(means.mean(axis=0), means.var(axis=0, ddof=1),
+                          np.mean([p.aleatoric_var for p in preds], axis=0))
+
+    def log_evidence(self) -> float:
+        """Log evidence of the reference model on all data."""
+        return self.reference_.log_evidence()
+
+    @property
+    def covariance_(self) -> np.ndarray:
+        """Covariance of the members' weight means (the committee's weight spread)."""
+        return np.cov(np.array([m.mean_ for m in self.members_]).T, ddof=1)
+
+    def to_dict(self) -> dict:
+        """The reference model plus the members' means."""
+        return {**self.reference_.to_dict(), "kind": "ensemble", "n_members": self.n_members,
+                "member_means": [m.mean_.tolist() for m in self.members_]}
+
+
+SURROGATES = {"bayesian_linear": BayesianLinearRegression, "ensemble": BootstrapEnsemble}
 
 
 def make_surrogate(kind: str, **kwargs) -> Surrogate:
@@ -251,7 +427,5 @@ def make_surrogate(kind: str, **kwargs) -> Surrogate:
     try:
         cls = SURROGATES[kind]
     except KeyError:
-        raise ValueError(
-            f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
-        ) from None
+        raise ValueError(f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}") from None
     return cls(**kwargs)

@@ -74,3 +74,82 @@ def test_tiny_data_sets_fit():
     X, y, _ = _problem(n=1, d=5)
     pred = BayesianLinearRegression().fit(X, y).predict(X)
     assert np.all(np.isfinite(pred.mean)) and np.all(pred.epistemic_var >= 0)
+
+
+def test_energy_and_force_rows_direct_formula_and_evidence():
+    rng = np.random.default_rng(4)
+    Xe, Xf = rng.normal(size=(6, 4)), rng.normal(size=(9, 4))
+    ye, yf = rng.normal(size=6), rng.normal(size=9)
+    X = np.vstack([Xe, Xf])
+    y = np.concatenate([ye, yf])
+    kind = np.array([0] * 6 + [1] * 9)
+    alpha, be, bf = 0.5, 40.0, 7.0
+    model = BayesianLinearRegression(alpha, be, bf, center=False).fit(X, y, kind)
+    B = np.diag(np.where(kind == 0, be, bf))
+    S = np.linalg.inv(alpha * np.eye(4) + X.T @ B @ X)
+    np.testing.assert_allclose(model.mean_, S @ X.T @ B @ y, rtol=1e-10)
+    np.testing.assert_allclose(model.predict(Xf, kind=1).aleatoric_var, 1 / bf)
+    cov = X @ X.T / alpha + np.linalg.inv(B)
+    direct = multivariate_normal(np.zeros(len(y)), cov).logpdf(y)
+    assert model.log_evidence() == pytest.approx(direct, rel=1e-10)
+    # Separate noise levels are recovered by evidence maximisation.
+    w = rng.normal(size=4)
+    Xe, Xf = rng.normal(size=(200, 4)), rng.normal(size=(400, 4))
+    X = np.vstack([Xe, Xf])
+    y = X @ w + np.concatenate([0.01 * rng.normal(size=200), 0.2 * rng.normal(size=400)])
+    fitted = BayesianLinearRegression(center=False).fit(X, y, [0] * 200 + [1] * 400)
+    assert 1 / np.sqrt(fitted.betas_[0]) == pytest.approx(0.01, rel=0.2)
+    assert 1 / np.sqrt(fitted.betas_[1]) == pytest.approx(0.2, rel=0.2)
+
+
+def test_weights_equal_repeated_rows():
+    X, y, _ = _problem(n=10, d=3)
+    w = np.array([0, 1, 2, 1, 3, 1, 0, 1, 1, 2])
+    weighted = BayesianLinearRegression(1.0, 50.0).fit(X, y, weight=w)
+    repeated = BayesianLinearRegression(1.0, 50.0).fit(np.repeat(X, w, 0), np.repeat(y, w))
+    np.testing.assert_allclose(weighted.mean_, repeated.mean_, rtol=1e-10)
+    assert weighted.offset_ == pytest.approx(repeated.offset_)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_incremental_update_equals_refit(center):
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(40, 12))
+    y = X @ rng.normal(size=12) + 3.0 + 0.1 * rng.normal(size=40)
+    kind = (rng.random(40) < 0.3).astype(int)
+    first = BayesianLinearRegression(center=center).fit(X[:15], y[:15], kind[:15])
+    alpha, be, bf = first.alpha_, first.betas_[0], first.betas_[1]
+    first.update(X[15:30], y[15:30], kind[15:30]).update(X[30:], y[30:], kind[30:])
+    refit = BayesianLinearRegression(alpha, be, bf, center=center).fit(X, y, kind)
+    np.testing.assert_allclose(first.mean_, refit.mean_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(first.chol_, refit.chol_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(first.covariance_, refit.covariance_, rtol=1e-8, atol=1e-12)
+    assert first.log_evidence() == pytest.approx(refit.log_evidence(), rel=1e-8)
+
+
+def test_chol_update():
+    from alcampaign.surrogate import chol_update
+
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(6, 6))
+    A = M @ M.T + np.eye(6)
+    x = rng.normal(size=6)
+    L = np.linalg.cholesky(A)
+    chol_update(L, x)
+    np.testing.assert_allclose(L @ L.T, A + np.outer(x, x), rtol=1e-12)
+
+
+def test_ensemble_interface_and_disagreement():
+    from alcampaign.surrogate import BootstrapEnsemble
+
+    X, y, rng = _problem(n=40, d=4, noise=0.05)
+    ens = BootstrapEnsemble(n_members=16, seed=0).fit(X[:20], y[:20])
+    near = ens.predict(X[:5])
+    far = ens.predict(10 * rng.normal(size=(5, 4)))
+    assert np.all(near.epistemic_var >= 0) and far.epistemic_var.mean() > near.epistemic_var.mean()
+    assert np.isfinite(ens.log_evidence())
+    before = ens.predict(X[20:]).epistemic_var.mean()
+    ens.update(X[20:], y[20:])
+    assert ens.predict(X[20:]).epistemic_var.mean() < before
+    assert np.abs(ens.predict(X).mean - y).max() < 0.3
+    assert ens.to_dict()["kind"] == "ensemble" and ens.covariance_.shape == (4, 4)
