@@ -67,8 +67,9 @@ class Pool:
     compositions
         Atomic fractions of each candidate, ``(N, n_elements)`` (ground-state search).
     fidelity_rows
-        Multi-fidelity rules: ``{fidelity: (rows (N, D), noise_var, cost)}``; rows are
-        the linear-model rows of a label at that fidelity, with the joint covariance.
+        Multi-fidelity rules: ``{fidelity: (rows (N, D), noise_var, cost, available)}``;
+        rows are the linear-model rows of a label at that fidelity (for the joint
+        covariance), ``available`` masks the candidates that may be asked at it.
     joint_covariance
         Multi-fidelity rules: the posterior covariance of the joint weights ``(D, D)``.
     """
@@ -111,8 +112,12 @@ def mutual_information(epistemic_var: np.ndarray, aleatoric_var: np.ndarray) -> 
 
 
 def greedy_d_optimal(
-    X: np.ndarray, covariance: np.ndarray, noise_var: float, k: int,
+    X: np.ndarray,
+    covariance: np.ndarray,
+    noise_var: float,
+    k: int,
     costs: np.ndarray | None = None,
+    available: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy maximisation of the information gained by a batch, with rank-one updates.
 
@@ -137,6 +142,8 @@ def greedy_d_optimal(
         Batch size.
     costs
         Optional cost per row: picks then maximise gain per unit cost.
+    available
+        Optional mask of the rows that may be picked.
 
     Returns
     -------
@@ -147,9 +154,11 @@ def greedy_d_optimal(
     sigma = np.array(covariance, dtype=float)
     noise = np.broadcast_to(np.asarray(noise_var, dtype=float), (X.shape[0],))
     v = ((X @ sigma) * X).sum(axis=1)
-    available = np.ones(X.shape[0], dtype=bool)
+    available = (
+        np.ones(X.shape[0], dtype=bool) if available is None else np.array(available, dtype=bool)
+    )
     picks, gains = [], []
-    for _ in range(min(k, X.shape[0])):
+    for _ in range(min(k, int(available.sum()))):
         gain = 0.5 * np.log1p(np.maximum(v, 0.0) / noise)
         score = gain / costs if costs is not None else gain
         score = np.where(available, score, -np.inf)
@@ -171,8 +180,9 @@ def batch_information(X: np.ndarray, covariance: np.ndarray, noise_var: float) -
     return 0.5 * float(np.linalg.slogdet(M)[1])
 
 
-def hull_energies(compositions: np.ndarray, energies: np.ndarray,
-                  query: np.ndarray | None = None) -> np.ndarray:
+def hull_energies(
+    compositions: np.ndarray, energies: np.ndarray, query: np.ndarray | None = None
+) -> np.ndarray:
     """Energy of the lower convex hull of ``(composition, energy)`` points.
 
     Parameters
@@ -241,8 +251,11 @@ class DOptimal:
         """Greedy batch with rank-one variance updates (see :func:`greedy_d_optimal`)."""
         if pool.X is None or pool.covariance is None:
             raise ValueError("d_optimal needs the pool features and the posterior covariance")
-        noise = pool.noise_var if pool.noise_var is not None else float(
-            np.mean(pool.prediction.aleatoric_var))
+        noise = (
+            pool.noise_var
+            if pool.noise_var is not None
+            else float(np.mean(pool.prediction.aleatoric_var))
+        )
         idx, gains = greedy_d_optimal(pool.X, pool.covariance, noise, k)
         return Selection(idx, gains)
 
@@ -268,7 +281,8 @@ class CostAware:
         rows = np.vstack([pool.fidelity_rows[f][0] for f in names])
         noise = np.concatenate([np.full(pool.size, pool.fidelity_rows[f][1]) for f in names])
         costs = np.concatenate([np.full(pool.size, pool.fidelity_rows[f][2]) for f in names])
-        idx, gains = greedy_d_optimal(rows, pool.joint_covariance, noise, k, costs)
+        available = np.concatenate([pool.fidelity_rows[f][3] for f in names])
+        idx, gains = greedy_d_optimal(rows, pool.joint_covariance, noise, k, costs, available)
         return Selection(idx % pool.size, gains / costs[idx], [names[i // pool.size] for i in idx])
 
 
@@ -320,7 +334,9 @@ def make_rule(name: str, **kwargs) -> AcquisitionRule:
     try:
         return RULES[name](**kwargs)
     except KeyError:
-        raise ValueError(f"unknown acquisition rule {name!r}; choose one of {sorted(RULES)}") from None
+        raise ValueError(
+            f"unknown acquisition rule {name!r}; choose one of {sorted(RULES)}"
+        ) from None
 
 
 def multi_fidelity_rows(X: np.ndarray, fidelity: str, cheap: str) -> np.ndarray:
@@ -351,8 +367,11 @@ def _sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def coverage_metrics(
-    X_pool: np.ndarray, X_train: np.ndarray, radius: float | None = None,
-    length_scale: float | None = None, chunk: int = 4096,
+    X_pool: np.ndarray,
+    X_train: np.ndarray,
+    radius: float | None = None,
+    length_scale: float | None = None,
+    chunk: int = 4096,
 ) -> dict[str, float]:
     """Diversity of a training set and its coverage of a pool.
 
@@ -385,8 +404,8 @@ def coverage_metrics(
     length_scale = length_scale or radius
     nearest = np.empty(X_pool.shape[0])
     for start in range(0, X_pool.shape[0], chunk):
-        block = _sq_distances(X_pool[start:start + chunk], X_train)
-        nearest[start:start + chunk] = np.sqrt(block.min(axis=1))
+        block = _sq_distances(X_pool[start : start + chunk], X_train)
+        nearest[start : start + chunk] = np.sqrt(block.min(axis=1))
     dt = _sq_distances(X_train, X_train)
     K = np.exp(-dt / (2 * length_scale**2)) + 1e-8 * np.eye(len(X_train))
     np.fill_diagonal(dt, np.inf)

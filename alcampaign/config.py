@@ -63,8 +63,10 @@ class EnumerationConfig(_Strict):
 class FeaturesConfig(_Strict):
     """Featurizer for the surrogate."""
 
-    kind: Literal["cluster_vector"] = Field(
-        "cluster_vector", description="icet cluster vector of the ideal ordering."
+    kind: Literal["cluster_vector", "chgnet_embedding"] = Field(
+        "cluster_vector",
+        description="cluster_vector: icet cluster vector of the ideal ordering; "
+        "chgnet_embedding: the CHGNet crystal embedding from the prescreen (standardised).",
     )
     cutoffs: list[float] = Field(
         [6.0, 4.5], min_length=1, description="Cluster cutoffs (Angstrom) for pairs, triplets, ..."
@@ -86,6 +88,26 @@ class PrescreenConfig(_Strict):
     batch_size: int = Field(16, ge=1, description="Structures per CHGNet batch (energy pass).")
 
 
+class FidelityConfig(_Strict):
+    """A cheaper fidelity for cost-aware multi-fidelity acquisition."""
+
+    maker: str = Field(description="Import path of the cheap fidelity's Maker.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
+    fidelity: str = Field("cheap", description="Name of this fidelity in the labels store.")
+    cost: float = Field(0.05, gt=0, description="Cost of one call, in the oracle's unit.")
+
+    @field_validator("maker")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        return _check_import_path(v)
+
+
+def _check_import_path(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", v):
+        raise ValueError(f"{v!r} is not an import path like 'package.module.Class'")
+    return v
+
+
 class OracleConfig(_Strict):
     """The expensive reference: any atomate2 Maker, named by import path."""
 
@@ -97,28 +119,57 @@ class OracleConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
     fidelity: str = Field("oracle", description="Name of this fidelity in the labels store.")
     cost: float = Field(1.0, gt=0, description="Cost of one call, in your unit of choice.")
+    cheap: FidelityConfig | None = Field(
+        None, description="A cheap fidelity linked to this one (acquisition.rule cost_aware)."
+    )
 
     @field_validator("maker")
     @classmethod
     def _import_path(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", v):
-            raise ValueError(f"{v!r} is not an import path like 'package.module.Class'")
-        return v
+        return _check_import_path(v)
 
 
 class SurrogateConfig(_Strict):
     """Surrogate model."""
 
-    kind: Literal["bayesian_linear"] = "bayesian_linear"
+    kind: Literal["bayesian_linear", "ensemble"] = Field(
+        "bayesian_linear",
+        description="bayesian_linear: analytic posterior; ensemble: bootstrap committee of them.",
+    )
     alpha: float | None = Field(None, gt=0, description="Prior precision; null: evidence.")
     beta: float | None = Field(None, gt=0, description="Noise precision; null: evidence.")
+    n_members: int = Field(8, ge=2, description="Committee size of the ensemble.")
 
 
 class AcquisitionConfig(_Strict):
     """How each iteration chooses its questions."""
 
-    rule: Literal["max_variance", "random"] = "max_variance"
+    rule: Literal[
+        "max_variance",
+        "mutual_information",
+        "d_optimal",
+        "cost_aware",
+        "lower_confidence_bound",
+        "random",
+    ] = "max_variance"
     batch_size: int = Field(5, ge=1, description="Oracle calls per iteration.")
+    kappa: float = Field(2.0, ge=0, description="lower_confidence_bound: mu - kappa sigma.")
+    coverage_radius: float | None = Field(
+        None,
+        gt=0,
+        description="Radius of the coverage metric; null: the median "
+        "nearest-neighbour distance in the pool.",
+    )
+
+
+class DomainConfig(_Strict):
+    """Domain of applicability: flag candidates far from the training features."""
+
+    mahalanobis_threshold: float | None = Field(
+        None, gt=0, description="null: sqrt of the chi-square quantile (rank degrees of freedom)."
+    )
+    leverage_threshold: float | None = Field(None, gt=0, description="null: 3 p / n.")
+    quantile: float = Field(0.99, gt=0, lt=1, description="Quantile of the default threshold.")
 
 
 class InitialDesignConfig(_Strict):
@@ -129,15 +180,31 @@ class InitialDesignConfig(_Strict):
 
 
 class StoppingConfig(_Strict):
-    """Stopping portfolio: the budget, and accuracy targets on held-out labels."""
+    """Stopping portfolio: limits, and quality targets on cross-validated predictions."""
 
     max_oracle_calls: int = Field(60, ge=1, description="Oracle budget (calls).")
+    max_cost: float | None = Field(None, gt=0, description="Cost budget over all fidelities.")
     rmse_target: float | None = Field(
         0.010, gt=0, description="Stop when the cross-validated RMSE (eV/atom) is below."
     )
     mae_target: float | None = Field(
         None, gt=0, description="Stop when the cross-validated MAE (eV/atom) is below."
     )
+    force_rmse_target: float | None = Field(None, gt=0, description="Force RMSE (eV/A).")
+    force_mae_target: float | None = Field(None, gt=0, description="Force MAE (eV/A).")
+    ece_target: float | None = Field(
+        None, gt=0, description="Expected calibration error of the predictive distribution."
+    )
+    max_std_residual_target: float | None = Field(
+        None, gt=0, description="Largest |residual| / predictive sigma on held-out labels."
+    )
+    plateau_window: int | None = Field(
+        None,
+        ge=1,
+        description="Stop when the RMSE improved by less than plateau_tolerance "
+        "over this many iterations.",
+    )
+    plateau_tolerance: float = Field(0.05, ge=0, description="Relative RMSE improvement.")
     cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation.")
     min_labels: int = Field(10, ge=3, description="Accuracy targets count from this many labels.")
     max_failure_fraction: float = Field(
@@ -163,9 +230,18 @@ class CampaignConfig(_Strict):
     acquisition: AcquisitionConfig = AcquisitionConfig()
     initial_design: InitialDesignConfig = InitialDesignConfig()
     stopping: StoppingConfig = StoppingConfig()
+    domain: DomainConfig = DomainConfig()
 
     @model_validator(mode="after")
-    def _budget(self) -> CampaignConfig:
+    def _consistent(self) -> CampaignConfig:
+        if self.acquisition.rule == "cost_aware" and self.oracle.cheap is None:
+            raise ValueError("acquisition.rule cost_aware needs oracle.cheap (the cheap fidelity)")
+        if self.oracle.cheap is not None and self.acquisition.rule != "cost_aware":
+            raise ValueError("oracle.cheap is only used by acquisition.rule cost_aware")
+        if self.oracle.cheap is not None and self.oracle.cheap.fidelity == self.oracle.fidelity:
+            raise ValueError("oracle.cheap.fidelity must differ from oracle.fidelity")
+        if self.features.kind == "chgnet_embedding" and not self.prescreen.enabled:
+            raise ValueError("features.kind chgnet_embedding needs prescreen.enabled: true")
         if self.initial_design.n_initial > self.stopping.max_oracle_calls:
             raise ValueError(
                 f"initial_design.n_initial ({self.initial_design.n_initial}) exceeds "
@@ -326,3 +402,10 @@ def embedded_store_spec(home: Path | None = None) -> dict:
         "docs_store": monty("docs", "uuid"),
         "additional_stores": {c: monty(c, k) for c, k in keys.items()},
     }
+
+
+def stopping_thresholds(config: CampaignConfig):
+    """The :class:`~alcampaign.stopping.StoppingThresholds` of a config."""
+    from alcampaign.stopping import StoppingThresholds
+
+    return StoppingThresholds(**config.stopping.model_dump(exclude={"cv_folds"}))

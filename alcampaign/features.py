@@ -119,12 +119,14 @@ class RadialPairFeaturizer:
         try:
             z = np.array([index[s] for s in atoms.get_chemical_symbols()])
         except KeyError as exc:
-            raise ValueError(f"element {exc.args[0]} is not in the featurizer's species "
-                             f"{self.species}") from None
+            raise ValueError(
+                f"element {exc.args[0]} is not in the featurizer's species {self.species}"
+            ) from None
         i, j, d, D = neighbor_list("ijdD", atoms, self.r_cut)
-        pair = np.array([self._pair_index[(min(a, b), max(a, b))] for a, b in zip(z[i], z[j],
-                                                                                   strict=True)],
-                        dtype=int)
+        pair = np.array(
+            [self._pair_index[(min(a, b), max(a, b))] for a, b in zip(z[i], z[j], strict=True)],
+            dtype=int,
+        )
         return z, i, d, D, pair
 
     def features(self, atoms: Atoms) -> np.ndarray:
@@ -135,7 +137,7 @@ class RadialPairFeaturizer:
         phi, _ = self._basis(d)
         pairs = np.zeros((len(self._pairs), self.n_radial))
         np.add.at(pairs, pair, 0.5 * phi)  # each pair appears as (i, j) and (j, i)
-        q[len(self.species):] = pairs.ravel()
+        q[len(self.species) :] = pairs.ravel()
         return q
 
     def gradients(self, atoms: Atoms) -> np.ndarray:
@@ -148,7 +150,7 @@ class RadialPairFeaturizer:
         contrib = -unit[:, :, None] * dphi[:, None, :]  # (m, 3, K)
         np.add.at(grad, (i, slice(None), pair), contrib)
         out = np.zeros((len(atoms), 3, self.n_features))
-        out[:, :, len(self.species):] = grad.reshape(len(atoms), 3, -1)
+        out[:, :, len(self.species) :] = grad.reshape(len(atoms), 3, -1)
         return out
 
     def design_rows(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
@@ -160,12 +162,19 @@ class RadialPairFeaturizer:
             ``1 + 3 n_atoms`` rows (the energy row, then ``-dq/dr`` per coordinate) and
             their kinds (0 energy, 1 force).
         """
-        rows = np.vstack([self.features(atoms)[None, :],
-                          -self.gradients(atoms).reshape(-1, self.n_features)])
+        rows = np.vstack(
+            [self.features(atoms)[None, :], -self.gradients(atoms).reshape(-1, self.n_features)]
+        )
         kind = np.r_[0, np.ones(3 * len(atoms), dtype=int)]
         return rows, kind
 
     def describe(self) -> dict:
         """What the features are, for the ``models`` store."""
-        return {"kind": "radial_pair", "species": self.species, "r_cut": self.r_cut,
-                "n_radial": self.n_radial, "r_min": self.r_min, "n_features": self.n_features}
+        return {
+            "kind": "radial_pair",
+            "species": self.species,
+            "r_cut": self.r_cut,
+            "n_radial": self.n_radial,
+            "r_min": self.r_min,
+            "n_features": self.n_features,
+        }

@@ -28,13 +28,12 @@ import numpy as np
 from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, OnMissing, Response, job
 from pymatgen.core import Structure
 
-from alcampaign.acquisition import make_rule
-from alcampaign.config import CampaignConfig, ConfigError
+from alcampaign import learning
+from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.enumeration import candidate_id, enumerate_orderings, make_parent
 from alcampaign.features import ClusterVectorFeaturizer
-from alcampaign.stopping import METRIC_NAMES, cross_validate, judge, validation_metrics
+from alcampaign.stopping import METRIC_NAMES, judge
 from alcampaign.stores import CampaignStores, now
-from alcampaign.surrogate import Prediction, make_surrogate
 
 logger = logging.getLogger("alcampaign")
 
@@ -207,32 +206,45 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
     stores.record_acquisitions(name, chosen, 0, "initial_random", [0.0] * n)
     logger.info("initial design: %d random candidates", n)
-    return Response(addition=label_flow(name, config, stores, chosen, 0))
+    return Response(addition=label_flow(name, config, stores, [(c, False) for c in chosen], 0))
 
 
 def label_flow(
-    name: str, config: CampaignConfig, stores: CampaignStores, ids: list[str], next_iteration: int
+    name: str,
+    config: CampaignConfig,
+    stores: CampaignStores,
+    requests: list[tuple[str, bool]],
+    next_iteration: int,
 ) -> Flow:
-    """Oracle jobs for candidates, the job that ingests their answers, the next controller.
+    """Oracle jobs for ``(candidate id, cheap?)`` requests, the ingest job, the next controller.
 
-    The answers are passed by reference to the task documents' fields every atomate2
+    The answers are passed by reference to the task-document fields every atomate2
     relaxation or static task document has (``output.energy``, ``structure``,
     ``output.forces``, ``output.stress``), so any atomate2 Maker can be the oracle.
     """
-    maker = import_maker(config.oracle.maker, config.oracle.kwargs)
+    makers = {False: import_maker(config.oracle.maker, config.oracle.kwargs)}
+    if config.oracle.cheap is not None:
+        makers[True] = import_maker(config.oracle.cheap.maker, config.oracle.cheap.kwargs)
+    fidelity = {
+        False: config.oracle.fidelity,
+        True: config.oracle.cheap.fidelity if config.oracle.cheap else None,
+    }
     docs = {
         d["candidate_id"]: d
-        for d in stores.candidate_table(name, ["structure"], {"candidate_id": {"$in": list(ids)}})
+        for d in stores.candidate_table(
+            name, ["structure"], {"candidate_id": {"$in": [cid for cid, _ in requests]}}
+        )
     }
     jobs, answers = [], []
-    for cid in ids:
-        oracle = maker.make(Structure.from_dict(docs[cid]["structure"]))
-        oracle.name = f"oracle {cid}"
-        oracle.update_metadata({"campaign": name, "candidate_id": cid})
+    for cid, cheap in requests:
+        oracle = makers[cheap].make(Structure.from_dict(docs[cid]["structure"]))
+        oracle.name = f"{fidelity[cheap]} {cid}"
+        oracle.update_metadata({"campaign": name, "candidate_id": cid, "fidelity": fidelity[cheap]})
         jobs.append(oracle)
         answers.append(
             {
                 "candidate_id": cid,
+                "cheap": cheap,
                 "job_uuid": oracle.uuid,
                 "energy": oracle.output.output.energy,
                 "structure": oracle.output.structure,
@@ -250,23 +262,30 @@ def label_flow(
 
 @job(config=INGEST_JOB)
 def ingest_labels(name: str, answers: list[dict]) -> dict:
-    """Store the oracle's answers as labels and move their candidates on.
+    """Store the oracles' answers as labels and move their candidates on.
 
     An answer without an energy (its oracle job failed) is stored with status
-    ``failed``; its candidate leaves the pool for good, so it is never asked again.
+    ``failed``; its candidate leaves the pool of that fidelity for good, so it is never
+    asked again.
     """
     stores = _stores()
     _, config = _campaign(stores, name)
-    oracle = {"maker": config.oracle.maker, "kwargs": config.oracle.kwargs}
+    fidelities = {False: config.oracle}
+    if config.oracle.cheap is not None:
+        fidelities[True] = config.oracle.cheap
+    ids = [a["candidate_id"] for a in answers]
     acquired = {
-        d["candidate_id"]: d.get("acquisition") or {}
+        d["candidate_id"]: d
         for d in stores.candidate_table(
-            name, ["acquisition"], {"candidate_id": {"$in": [a["candidate_id"] for a in answers]}}
+            name, ["acquisition", "cheap_acquisition"], {"candidate_id": {"$in": ids}}
         )
     }
-    labels, ok, failed = [], [], []
+    labels = []
+    moved: dict[tuple[bool, str], list[str]] = {}
     for a in answers:
-        cid = a["candidate_id"]
+        cid, cheap = a["candidate_id"], bool(a.get("cheap"))
+        fid = fidelities[cheap]
+        info = acquired.get(cid, {}).get("cheap_acquisition" if cheap else "acquisition") or {}
         structure = a.get("structure")
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
@@ -274,20 +293,19 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
         label = {
             "campaign": name,
             "candidate_id": cid,
-            "fidelity": config.oracle.fidelity,
-            "oracle": oracle,
+            "fidelity": fid.fidelity,
+            "oracle": {"maker": fid.maker, "kwargs": fid.kwargs},
             "job_uuid": a.get("job_uuid"),
-            "cost": config.oracle.cost,
-            "iteration": acquired.get(cid, {}).get("iteration"),
+            "cost": fid.cost,
+            "iteration": info.get("iteration"),
             "time": now(),
         }
         if energy is None or structure is None:
             label.update(
                 status="failed",
-                error="the oracle job produced no energy (it failed)",
                 energy_per_atom=None,
+                error="the oracle job produced no energy (it failed)",
             )
-            failed.append(cid)
         else:
             label.update(
                 status="success",
@@ -297,46 +315,37 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
                 stress=a.get("stress"),
                 final_structure=structure.as_dict(),
             )
-            ok.append(cid)
+        moved.setdefault(
+            (cheap, "labelled" if label["status"] == "success" else "failed"), []
+        ).append(cid)
         labels.append(label)
     n_new = stores.add_labels(labels)
-    stores.set_state(name, ok, "labelled")
-    stores.set_state(name, failed, "failed")
-    n_calls = len(stores.get_labels(name, config.oracle.fidelity, ["candidate_id"]))
-    stores.update_campaign(name, {"n_oracle_calls": n_calls})
+    for (cheap, state), cids in moved.items():
+        stores.set_state(name, cids, state, cheap=cheap)
+    calls = stores.get_labels(name, properties=["fidelity", "cost"])
+    n_calls = sum(lab["fidelity"] == config.oracle.fidelity for lab in calls)
+    cost = float(sum(lab.get("cost") or 0.0 for lab in calls))
+    stores.update_campaign(name, {"n_oracle_calls": n_calls, "cost_spent": cost})
+    n_failed = sum(len(v) for (_, st), v in moved.items() if st == "failed")
     logger.info(
-        "ingested %d labels (%d failed); %d oracle calls so far", len(ok), len(failed), n_calls
+        "ingested %d answers (%d failed); %d oracle calls so far", len(labels), n_failed, n_calls
     )
-    return {"n_new": n_new, "n_failed": len(failed), "n_oracle_calls": n_calls}
+    return {"n_new": n_new, "n_failed": n_failed, "n_oracle_calls": n_calls}
 
 
-def fit_and_validate(
-    config: CampaignConfig, X: np.ndarray, y: np.ndarray, rng: np.random.Generator
-):
-    """Fit the configured surrogate on all labels and cross-validate it.
-
-    Returns the fitted model and the metrics (``None`` where not measurable yet).
-    """
-    kwargs = {"alpha": config.surrogate.alpha, "beta": config.surrogate.beta}
-    model = make_surrogate(config.surrogate.kind, **kwargs).fit(X, y)
-    metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
-    if len(y) >= 3:
-        cv = cross_validate(
-            lambda: make_surrogate(config.surrogate.kind, **kwargs),
-            X,
-            y,
-            config.stopping.cv_folds,
-            rng,
-        )
-        metrics = validation_metrics(y, cv)
-    return model, metrics
+def _compositions(docs: list[dict]) -> np.ndarray:
+    """Atomic fractions of each candidate over the campaign's elements."""
+    elements = sorted({el for d in docs for el in d["composition"]})
+    amounts = np.array([[d["composition"].get(el, 0.0) for el in elements] for d in docs])
+    return amounts / amounts.sum(axis=1, keepdims=True)
 
 
 @job(config=STORE_JOB)
 def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     """Read the stores, update the model, judge the stopping rules, and stop or go on.
 
-    Records the model (``models``), the decision (the campaign ``history``), and, when
+    Records the model (``models``), domain-of-applicability flags (``candidates``), the
+    decision with metrics, criteria and diversity (the campaign ``history``), and, when
     going on, the acquisitions (candidates ``acquired``) before it adds the oracle jobs,
     the ingest job and ``controller(iteration + 1)``.
     """
@@ -345,78 +354,126 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     if doc["state"] != "running":
         return {"skipped": f"campaign is {doc['state']}"}
     t0 = time.perf_counter()
-    ids, X, states = stores.feature_block(name)
-    pending = [cid for cid, s in zip(ids, states, strict=True) if s == "acquired"]
+    field = "prescreen.embedding" if config.features.kind == "chgnet_embedding" else "features"
+    extra = ["composition"] if config.acquisition.rule == "lower_confidence_bound" else []
+    ids, raw, cands = stores.feature_block(name, field, extra)
+    pending = [(d["candidate_id"], False) for d in cands if d["state"] == "acquired"]
+    pending += [(d["candidate_id"], True) for d in cands if d.get("cheap_state") == "acquired"]
     if pending:
         # Asked but never answered (a crash or a resume): answer them first.
         logger.info("iteration %d: %d acquisitions await their labels", iteration, len(pending))
         return Response(addition=label_flow(name, config, stores, pending, iteration))
 
-    labels = stores.get_labels(
-        name, config.oracle.fidelity, ["candidate_id", "status", "energy_per_atom"]
-    )
-    n_calls = len(labels)
-    good = [lab for lab in labels if lab["status"] == "success"]
+    X = learning.design_features(config.features.kind, raw)
     row = {cid: i for i, cid in enumerate(ids)}
+    labels = stores.get_labels(
+        name, properties=["candidate_id", "fidelity", "status", "energy_per_atom", "cost"]
+    )
+    dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
+    cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
+    good = [lab for lab in dear if lab["status"] == "success"]
+    good_cheap = [
+        lab for lab in labels if lab["fidelity"] == cheap_name and lab["status"] == "success"
+    ]
+    data = learning.TrainingData(
+        X,
+        np.array([row[lab["candidate_id"]] for lab in good], dtype=int),
+        np.array([lab["energy_per_atom"] for lab in good]),
+        np.array([row[lab["candidate_id"]] for lab in good_cheap], dtype=int),
+        np.array([lab["energy_per_atom"] for lab in good_cheap]),
+    )
+    n_calls = len(dear)
+    cost = float(sum(lab.get("cost") or 0.0 for lab in labels))
     rng = np.random.default_rng([config.seed, iteration])
 
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
-    model = None
+    fitted, diversity, domain_summary = None, None, None
     if good:
-        X_train = X[[row[lab["candidate_id"]] for lab in good]]
-        y_train = np.array([lab["energy_per_atom"] for lab in good])
-        model, metrics = fit_and_validate(config, X_train, y_train, rng)
+        fitted, metrics = learning.fit_and_validate(config, data, rng)
         stores.add_model(
             {
                 "campaign": name,
                 "iteration": iteration,
-                "kind": config.surrogate.kind,
                 "featurizer": {"kind": config.features.kind, "cutoffs": config.features.cutoffs},
                 "training_ids": [lab["candidate_id"] for lab in good],
-                **model.to_dict(),
+                "cheap_training_ids": [lab["candidate_id"] for lab in good_cheap],
+                "fidelity_offsets": list(fitted.offsets) if fitted.multi_fidelity else None,
+                **fitted.model.to_dict(),
                 "metrics": metrics,
                 "time": now(),
             }
         )
-    s = config.stopping
+        domain = learning.assess_domain(config, X, data.dear_index)
+        flagged = np.flatnonzero(domain["flagged"])
+        stores.set_domain_flags(
+            name,
+            {
+                ids[i]: {
+                    "mahalanobis": float(domain["mahalanobis"][i]),
+                    "leverage": float(domain["leverage"][i]),
+                    "iteration": iteration,
+                }
+                for i in flagged
+            },
+        )
+        domain_summary = {"n_flagged": int(flagged.size), "limits": domain["limits"]}
+        diversity = learning.diversity(config, X, data.dear_index)
+
+    rmse_history = [
+        h["metrics"].get("rmse") for h in doc.get("history", []) if h["iteration"] < iteration
+    ] + [metrics["rmse"]]
     decision = judge(
+        stopping_thresholds(config),
         n_calls,
         metrics,
-        max_oracle_calls=s.max_oracle_calls,
-        rmse_target=s.rmse_target,
-        mae_target=s.mae_target,
-        min_labels=s.min_labels,
+        cost_spent=cost,
         n_failed=n_calls - len(good),
-        max_failure_fraction=s.max_failure_fraction,
+        rmse_history=rmse_history,
     )
 
-    chosen: list[str] = []
+    chosen: list[tuple[str, bool]] = []
+    rule_name = None
     if not decision.stop:
-        pool = [i for i, st in enumerate(states) if st == "pool"]
-        k = min(config.acquisition.batch_size, s.max_oracle_calls - n_calls)
-        if not pool:
+        dear_ok = np.array([d["state"] == "pool" for d in cands])
+        cheap_ok = (
+            np.array([d.get("cheap_state") in (None, "pool") for d in cands])
+            if config.oracle.cheap
+            else np.zeros(len(cands), dtype=bool)
+        )
+        k = min(config.acquisition.batch_size, config.stopping.max_oracle_calls - n_calls)
+        if not (dear_ok.any() or cheap_ok.any()):
             decision.stop, decision.reason = True, "candidate pool exhausted"
         else:
-            # Without a single successful label there is no model: ask at random.
-            rule = make_rule(config.acquisition.rule if model else "random")
-            prediction = (
-                model.predict(X[pool])
-                if model
-                else Prediction(np.zeros(len(pool)), np.ones(len(pool)), np.ones(len(pool)))
+            comps = _compositions(cands) if extra else None
+            rule_name, requests = learning.select(
+                config, fitted, X, dear_ok, cheap_ok, k, rng, comps
             )
-            selection = rule.select(prediction, k, rng)
-            chosen = [ids[pool[i]] for i in selection.indices]
-            stores.record_acquisitions(
-                name, chosen, iteration + 1, rule.name, selection.scores.tolist()
-            )
+            for cheap in (False, True):
+                mine = [r for r in requests if r.cheap == cheap]
+                if mine:
+                    stores.record_acquisitions(
+                        name,
+                        [ids[r.index] for r in mine],
+                        iteration + 1,
+                        rule_name,
+                        [r.score for r in mine],
+                        cheap=cheap,
+                    )
+            chosen = [(ids[r.index], r.cheap) for r in requests]
 
     entry = {
         "iteration": iteration,
         "n_labels": len(good),
+        "n_cheap_labels": len(good_cheap),
         "n_oracle_calls": n_calls,
+        "cost_spent": cost,
         "metrics": metrics,
         "decision": decision.to_dict(),
-        "acquired": chosen,
+        "rule": rule_name,
+        "acquired": [cid for cid, cheap in chosen if not cheap],
+        "acquired_cheap": [cid for cid, cheap in chosen if cheap],
+        "diversity": diversity,
+        "domain": domain_summary,
         "seconds": round(time.perf_counter() - t0, 3),
         "time": now(),
     }
@@ -424,6 +481,7 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     fields = {
         "iteration": iteration,
         "n_oracle_calls": n_calls,
+        "cost_spent": cost,
         "metrics": metrics,
         "criteria": entry["decision"]["criteria"],
         "history": history,
@@ -437,7 +495,7 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         iteration,
         len(good),
         "n/a" if rmse is None else f"{rmse:.4f}",
-        f"stop ({decision.reason})" if decision.stop else f"acquire {len(chosen)}",
+        f"stop ({decision.reason})" if decision.stop else f"acquire {len(chosen)} ({rule_name})",
     )
     if decision.stop:
         return {"stopped": True, "reason": decision.reason, "iteration": iteration}

@@ -146,12 +146,19 @@ class CampaignStores:
         docs = self.candidates.query(query, properties=["candidate_id", *properties])
         return sorted(docs, key=lambda d: d["candidate_id"])
 
-    def feature_block(self, campaign: str) -> tuple[list[str], np.ndarray, list[str]]:
-        """Ids, feature matrix and states of every candidate, read at once."""
-        docs = self.candidate_table(campaign, ["features", "state"])
+    def feature_block(
+        self, campaign: str, field: str = "features", extra: Sequence[str] = ()
+    ) -> tuple[list[str], np.ndarray, list[dict]]:
+        """Ids, feature matrix and per-candidate fields, read in one query.
+
+        ``field`` is a dotted path to the feature vector (``features`` or
+        ``prescreen.embedding``); the returned dicts hold ``state``, ``cheap_state`` and
+        the ``extra`` fields.
+        """
+        docs = self.candidate_table(campaign, [field, "state", "cheap_state", *extra])
         ids = [d["candidate_id"] for d in docs]
-        X = np.array([d["features"] for d in docs], dtype=float)
-        return ids, X, [d["state"] for d in docs]
+        X = np.array([_dotted(d, field) for d in docs], dtype=float)
+        return ids, X, docs
 
     def update_candidates(self, campaign: str, updates: dict[str, dict]) -> None:
         """Set per-candidate fields: ``{candidate_id: {field: value}}``."""
@@ -161,39 +168,57 @@ class CampaignStores:
         ]
         _bulk_update(self.candidates._collection, ops)
 
-    def set_state(
-        self, campaign: str, ids: Iterable[str], state: str, extra: dict | None = None
-    ) -> None:
-        """Move candidates to a state (one ``update_many``)."""
+    def set_state(self, campaign: str, ids: Iterable[str], state: str, cheap: bool = False) -> None:
+        """Move candidates to a state (one ``update_many``); ``cheap``: the cheap fidelity's."""
         if state not in CANDIDATE_STATES:
             raise ValueError(f"unknown candidate state {state!r}")
-        self.candidates._collection.update_many(
-            {"campaign": campaign, "candidate_id": {"$in": list(ids)}},
-            {"$set": {"state": state, **(extra or {})}},
-        )
+        ids = list(ids)
+        if ids:
+            self.candidates._collection.update_many(
+                {"campaign": campaign, "candidate_id": {"$in": ids}},
+                {"$set": {"cheap_state" if cheap else "state": state}},
+            )
 
     def record_acquisitions(
-        self, campaign: str, ids: Sequence[str], iteration: int, rule: str, scores: Sequence[float]
+        self,
+        campaign: str,
+        ids: Sequence[str],
+        iteration: int,
+        rule: str,
+        scores: Sequence[float],
+        cheap: bool = False,
     ) -> None:
         """Mark candidates ``acquired`` with the iteration, rule and score that chose them.
 
         Written before any oracle job runs, so a crashed campaign knows what it asked.
+        ``cheap`` acquisitions (the cheap fidelity of a multi-fidelity campaign) go to
+        ``cheap_state`` and ``cheap_acquisition`` instead.
         """
+        state, info = ("cheap_state", "cheap_acquisition") if cheap else ("state", "acquisition")
         self.update_candidates(
             campaign,
             {
                 cid: {
-                    "state": "acquired",
-                    "acquisition": {
-                        "iteration": iteration,
-                        "rule": rule,
-                        "score": float(s),
-                        "time": now(),
-                    },
+                    state: "acquired",
+                    info: {"iteration": iteration, "rule": rule, "score": float(s), "time": now()},
                 }
                 for cid, s in zip(ids, scores, strict=True)
             },
         )
+
+    def set_domain_flags(self, campaign: str, flags: dict[str, dict]) -> None:
+        """Record the candidates outside the domain of applicability.
+
+        ``flags`` maps the flagged ids to their measures; candidates flagged before and
+        not now have their ``domain`` field cleared. Only flagged candidates are
+        written, so an iteration costs O(flagged), not O(pool).
+        """
+        before = {
+            d["candidate_id"] for d in self.candidate_table(campaign, [], {"domain.flagged": True})
+        }
+        cleared = {cid: {"domain": None} for cid in before - set(flags)}
+        flagged = {cid: {"domain": {**v, "flagged": True}} for cid, v in flags.items()}
+        self.update_candidates(campaign, {**cleared, **flagged})
 
     # -- labels ------------------------------------------------------------------
 
@@ -224,7 +249,8 @@ class CampaignStores:
         query: dict = {"campaign": campaign}
         if fidelity is not None:
             query["fidelity"] = fidelity
-        docs = self.labels.query(query, properties=list(properties) if properties else None)
+        props = ["candidate_id", *properties] if properties else None
+        docs = self.labels.query(query, properties=props)
         return sorted(docs, key=lambda d: d["candidate_id"])
 
     # -- models ------------------------------------------------------------------
@@ -256,3 +282,9 @@ def _bulk_update(collection, ops: list[tuple[dict, dict]]) -> None:
     except NotImplementedError:  # montydb: no bulk_write
         for f, u in ops:
             collection.update_one(f, u)
+
+
+def _dotted(doc: dict, path: str) -> Any:
+    for part in path.split("."):
+        doc = doc[part]
+    return doc

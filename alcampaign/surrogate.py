@@ -88,6 +88,8 @@ class Surrogate(Protocol):
 
     def log_evidence(self) -> float: ...
 
+    def noise_variance(self, kind: int = ENERGY) -> float: ...
+
     @property
     def covariance_(self) -> np.ndarray: ...
 
@@ -120,8 +122,8 @@ def chol_update(L: np.ndarray, x: np.ndarray) -> None:
         c, s = r / L[k, k], x[k] / L[k, k]
         L[k, k] = r
         if k + 1 < d:
-            L[k + 1:, k] = (L[k + 1:, k] + s * x[k + 1:]) / c
-            x[k + 1:] = c * x[k + 1:] - s * L[k + 1:, k]
+            L[k + 1 :, k] = (L[k + 1 :, k] + s * x[k + 1 :]) / c
+            x[k + 1 :] = c * x[k + 1 :] - s * L[k + 1 :, k]
 
 
 @dataclass
@@ -207,8 +209,11 @@ class BayesianLinearRegression:
         n = st["n"]
         active = n > 0
         # log N(y | 0, C), C = B^-1 + X X^T / alpha, written in weight space.
-        log_det_c = 2 * np.log(np.diag(L)).sum() - d * np.log(alpha) - np.sum(
-            n[active] * np.log(betas[active]))
+        log_det_c = (
+            2 * np.log(np.diag(L)).sum()
+            - d * np.log(alpha)
+            - np.sum(n[active] * np.log(betas[active]))
+        )
         quad = float(betas @ yy) - float(z @ z)
         return 0.5 * (quad + log_det_c + n[active].sum() * np.log(2 * np.pi))
 
@@ -237,12 +242,19 @@ class BayesianLinearRegression:
             for shift_a in (0.0, np.log(var)):
                 for shift_b in (0.0, 4.0):
                     x0 = base[free] + np.array([shift_a if i == 0 else shift_b for i in free])
-                    res = minimize(lambda t: self._neg_log_evidence(*unpack(t)),
-                                   np.clip(x0, lo, hi), method="L-BFGS-B", bounds=bounds)
+                    res = minimize(
+                        lambda t: self._neg_log_evidence(*unpack(t)),
+                        np.clip(x0, lo, hi),
+                        method="L-BFGS-B",
+                        bounds=bounds,
+                    )
                     if best is None or res.fun < best.fun:
                         best = res
             base[free] = best.x
         self.alpha_, self.betas_ = unpack(base[free] if free else np.empty(0))
+        if not present[2] and self.beta_force is None:
+            # No rows of the second kind yet: assume they are as noisy as the first.
+            self.betas_[FORCE] = self.betas_[ENERGY]
         self._factorise()
         return self
 
@@ -307,6 +319,11 @@ class BayesianLinearRegression:
         """Noise precision of energy rows."""
         return float(self.betas_[ENERGY])
 
+    def noise_variance(self, kind: int = ENERGY) -> float:
+        """Aleatoric variance of one row of a kind."""
+        self._check_fitted()
+        return float(1.0 / self.betas_[kind])
+
     @property
     def covariance_(self) -> np.ndarray:
         """Posterior covariance of the weights, ``A^-1`` (formed only on request)."""
@@ -316,7 +333,7 @@ class BayesianLinearRegression:
     @property
     def n_train_(self) -> int:
         """Number of energy rows (weighted)."""
-        return int(round(self._stats["n"][ENERGY]))
+        return round(self._stats["n"][ENERGY])
 
     def predict(self, X, kind: int = ENERGY) -> Prediction:
         """Predictive mean and epistemic and aleatoric variances at rows ``X``."""
@@ -372,6 +389,7 @@ class BootstrapEnsemble:
     alpha: float | None = None
     beta: float | None = None
     beta_force: float | None = None
+    center: bool = True
     members_: list = field(default_factory=list, init=False, repr=False)
     reference_: BayesianLinearRegression = field(default=None, init=False, repr=False)
     _rng: np.random.Generator = field(default=None, init=False, repr=False)
@@ -380,12 +398,15 @@ class BootstrapEnsemble:
         """Fit the reference model (hyperparameters), then every member."""
         X, y, kind, _ = _as_rows(X, y, kind, None)
         self._rng = np.random.default_rng(self.seed)
-        self.reference_ = BayesianLinearRegression(self.alpha, self.beta, self.beta_force).fit(
-            X, y, kind)
+        self.reference_ = BayesianLinearRegression(
+            self.alpha, self.beta, self.beta_force, self.center
+        ).fit(X, y, kind)
         r = self.reference_
         self.members_ = []
         for _ in range(self.n_members):
-            member = BayesianLinearRegression(r.alpha_, r.betas_[ENERGY], r.betas_[FORCE])
+            member = BayesianLinearRegression(
+                r.alpha_, r.betas_[ENERGY], r.betas_[FORCE], self.center
+            )
             self.members_.append(member.fit(X, y, kind, self._rng.poisson(1.0, len(y))))
         return self
 
@@ -401,8 +422,15 @@ class BootstrapEnsemble:
         """Committee mean, committee variance (epistemic) and mean noise variance."""
         preds = [m.predict(X, kind) for m in self.members_]
         means = np.array([p.mean for p in preds])
-        return Prediction(means.mean(axis=0), means.var(axis=0, ddof=1),
-                          np.mean([p.aleatoric_var for p in preds], axis=0))
+        return Prediction(
+            means.mean(axis=0),
+            means.var(axis=0, ddof=1),
+            np.mean([p.aleatoric_var for p in preds], axis=0),
+        )
+
+    def noise_variance(self, kind: int = ENERGY) -> float:
+        """Aleatoric variance of one row of a kind (the reference model's)."""
+        return self.reference_.noise_variance(kind)
 
     def log_evidence(self) -> float:
         """Log evidence of the reference model on all data."""
@@ -415,8 +443,12 @@ class BootstrapEnsemble:
 
     def to_dict(self) -> dict:
         """The reference model plus the members' means."""
-        return {**self.reference_.to_dict(), "kind": "ensemble", "n_members": self.n_members,
-                "member_means": [m.mean_.tolist() for m in self.members_]}
+        return {
+            **self.reference_.to_dict(),
+            "kind": "ensemble",
+            "n_members": self.n_members,
+            "member_means": [m.mean_.tolist() for m in self.members_],
+        }
 
 
 SURROGATES = {"bayesian_linear": BayesianLinearRegression, "ensemble": BootstrapEnsemble}
@@ -427,5 +459,7 @@ def make_surrogate(kind: str, **kwargs) -> Surrogate:
     try:
         cls = SURROGATES[kind]
     except KeyError:
-        raise ValueError(f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}") from None
+        raise ValueError(
+            f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
+        ) from None
     return cls(**kwargs)

@@ -48,8 +48,10 @@ def test_random_is_distinct_and_seeded():
 
 
 def test_ties_are_broken_at_random():
-    picks = {int(MaxVariance().select(_pool(np.ones(20)), 1, np.random.default_rng(s)).indices[0])
-             for s in range(20)}
+    picks = {
+        int(MaxVariance().select(_pool(np.ones(20)), 1, np.random.default_rng(s)).indices[0])
+        for s in range(20)
+    }
     assert len(picks) > 3
 
 
@@ -91,8 +93,9 @@ def test_greedy_d_optimal_against_exhaustive_search():
         k = 3
         idx, _ = greedy_d_optimal(X, S, 0.3, k)
         greedy = batch_information(X[idx], S, 0.3)
-        best = max(batch_information(X[list(c)], S, 0.3)
-                   for c in itertools.combinations(range(len(X)), k))
+        best = max(
+            batch_information(X[list(c)], S, 0.3) for c in itertools.combinations(range(len(X)), k)
+        )
         ratios.append(greedy / best)
         exact += greedy >= best - 1e-10
     assert min(ratios) >= 1 - 1 / np.e
@@ -104,8 +107,10 @@ def test_rank_one_updates_equal_naive_recomputation():
     idx, _ = greedy_d_optimal(X, S, 0.2, 8)
     chosen = []
     for _ in range(8):  # naive: a log-determinant per candidate per step
-        scores = [-np.inf if i in chosen else batch_information(X[[*chosen, i]], S, 0.2)
-                  for i in range(len(X))]
+        scores = [
+            -np.inf if i in chosen else batch_information(X[[*chosen, i]], S, 0.2)
+            for i in range(len(X))
+        ]
         chosen.append(int(np.argmax(scores)))
     assert idx.tolist() == chosen
 
@@ -128,13 +133,21 @@ def test_d_optimal_batch_is_more_diverse_than_top_variance():
 def test_cost_aware_prefers_cheap_information_then_the_dear_correction():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(30, 3))
-    cheap, dear = multi_fidelity_rows(X, "chgnet", "chgnet"), multi_fidelity_rows(X, "emt", "chgnet")
+    cheap, dear = (
+        multi_fidelity_rows(X, "chgnet", "chgnet"),
+        multi_fidelity_rows(X, "emt", "chgnet"),
+    )
     assert np.allclose(cheap[:, 3:], 0) and np.allclose(dear[:, 3:], X)
     # Prior: shared part unknown, correction well known: cheap labels are worth it.
     S = np.diag([1.0, 1.0, 1.0, 1e-3, 1e-3, 1e-3])
-    pool = Pool(Prediction(np.zeros(30), np.ones(30), np.ones(30)),
-                fidelity_rows={"chgnet": (cheap, 0.01, 0.05), "emt": (dear, 0.01, 1.0)},
-                joint_covariance=S)
+    pool = Pool(
+        Prediction(np.zeros(30), np.ones(30), np.ones(30)),
+        fidelity_rows={
+            "chgnet": (cheap, 0.01, 0.05, np.ones(30, bool)),
+            "emt": (dear, 0.01, 1.0, np.ones(30, bool)),
+        },
+        joint_covariance=S,
+    )
     sel = CostAware().select(pool, 3, np.random.default_rng(0))
     assert sel.fidelities == ["chgnet"] * 3
     # Once the shared part is known, the correction is what is left to learn.
@@ -142,6 +155,13 @@ def test_cost_aware_prefers_cheap_information_then_the_dear_correction():
     pool.joint_covariance = S
     sel = CostAware().select(pool, 2, np.random.default_rng(0))
     assert sel.fidelities == ["emt", "emt"] and len(set(sel.indices.tolist())) == 2
+    # Candidates already answered at a fidelity are not asked again there.
+    pool.fidelity_rows["emt"][3][:] = False
+    pool.fidelity_rows["emt"][3][7] = True
+    sel = CostAware().select(pool, 3, np.random.default_rng(0))
+    assert [
+        (int(i), f) for i, f in zip(sel.indices, sel.fidelities, strict=True) if f == "emt"
+    ] == [(7, "emt")]
 
 
 def test_hull_energies_match_pymatgen():
@@ -153,7 +173,9 @@ def test_hull_energies_match_pymatgen():
     e = np.r_[0.0, 0.0, -0.1 * np.sin(np.pi * x[2:]) + 0.03 * rng.normal(size=30)]
     comps = np.column_stack([x, 1 - x])
     ours = e - hull_energies(comps, e)
-    entries = [PDEntry(Composition({"Au": xi, "Cu": 1 - xi}), ei) for xi, ei in zip(x, e, strict=True)]
+    entries = [
+        PDEntry(Composition({"Au": xi, "Cu": 1 - xi}), ei) for xi, ei in zip(x, e, strict=True)
+    ]
     pd = PhaseDiagram(entries)
     theirs = np.array([pd.get_e_above_hull(en) for en in entries])
     np.testing.assert_allclose(ours, theirs, atol=1e-9)

@@ -179,3 +179,70 @@ def test_campaign_fails_above_the_failure_fraction(memory_store, write_config, t
     assert doc["state"] == "failed" and "failed" in doc["stop_reason"]
     assert len(stores.get_labels(cfg.name)) == cfg.initial_design.n_initial
     assert "acquired" not in {c["state"] for c in stores.candidate_table(cfg.name, ["state"])}
+
+
+CHEAP_CHGNET = {
+    "maker": "atomate2.forcefields.jobs.ForceFieldRelaxMaker",
+    "kwargs": {"force_field_name": "CHGNet", "steps": 100, "relax_kwargs": {"fmax": 0.05}},
+    "fidelity": "chgnet",
+    "cost": 0.05,
+}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"acquisition": {"rule": "d_optimal"}},
+        {"acquisition": {"rule": "mutual_information"}, "surrogate": {"kind": "ensemble"}},
+        {"acquisition": {"rule": "lower_confidence_bound"}},
+        {
+            "acquisition": {"rule": "random"},
+            "stopping": {"plateau_window": 1, "plateau_tolerance": 0.9},
+        },
+        {"features": {"kind": "chgnet_embedding"}, "prescreen": {"enabled": True, "forces": False}},
+        {
+            "acquisition": {"rule": "cost_aware", "batch_size": 3},
+            "oracle": {
+                "maker": "atomate2.ase.jobs.EmtRelaxMaker",
+                "fidelity": "emt",
+                "kwargs": {"relax_kwargs": {"fmax": 0.02}},
+                "cheap": CHEAP_CHGNET,
+            },
+            "stopping": {"max_oracle_calls": 8, "max_cost": 20.0},
+        },
+    ],
+    ids=["d_optimal", "mi_ensemble", "lcb", "random_plateau", "embedding", "cost_aware"],
+)
+def test_every_rule_runs_a_campaign(overrides, memory_store, write_config, tmp_path):
+    cfg = load_config(write_config(small_config_dict(**overrides)))
+    _run(campaign_flow(cfg, read_structure(cfg.system.structure)), memory_store, tmp_path)
+    stores = CampaignStores.from_job_store(memory_store)
+    doc = stores.get_campaign(cfg.name)
+    assert doc["state"] == "stopped", doc["stop_reason"]
+    rule = cfg.acquisition.rule
+    assert {h["rule"] for h in doc["history"][:-1]} == {rule}
+    last = doc["history"][-1]
+    assert set(last["diversity"]) == {
+        "coverage",
+        "min_pairwise_distance",
+        "kernel_logdet",
+        "radius",
+    }
+    assert 0 < last["diversity"]["coverage"] <= 1
+    assert last["domain"]["n_flagged"] == stores.candidates.count(
+        {"campaign": cfg.name, "domain.flagged": True}
+    )
+    names = {c["name"] for c in doc["criteria"]}
+    assert {"budget", "failure_fraction", "rmse"} <= names
+    labels = stores.get_labels(cfg.name)
+    assert len({(lab["candidate_id"], lab["fidelity"]) for lab in labels}) == len(labels)
+    if rule == "cost_aware":
+        cheap = [lab for lab in labels if lab["fidelity"] == "chgnet"]
+        assert cheap, "the cost-aware rule never chose the cheap fidelity"
+        assert doc["cost_spent"] == pytest.approx(sum(lab["cost"] for lab in labels))
+        model = stores.latest_model(cfg.name)
+        assert model["cheap_training_ids"] and len(model["mean"]) == 2 * len(
+            stores.candidate_table(cfg.name, ["features"])[0]["features"]
+        )
+    if "plateau_window" in cfg.stopping.model_fields_set:
+        assert "plateau" in doc["stop_reason"]

@@ -33,9 +33,12 @@ def test_candidates_inserted_once_and_read_as_block(stores):
     assert stores.insert_candidates("c", _cands(5)) == 5
     assert stores.insert_candidates("c", _cands(7)) == 2
     assert stores.insert_candidates("other", _cands(3, "other")) == 3
-    ids, X, states = stores.feature_block("c")
+    ids, X, docs = stores.feature_block("c")
     assert ids == [f"id{i:03d}" for i in range(7)]
-    assert X.shape == (7, 2) and X[3, 1] == 3.0 and set(states) == {"pool"}
+    assert X.shape == (7, 2) and X[3, 1] == 3.0 and {d["state"] for d in docs} == {"pool"}
+    stores.update_candidates("c", {i: {"prescreen": {"embedding": [2.0, 1.0, 0.0]}} for i in ids})
+    _, E, _ = stores.feature_block("c", "prescreen.embedding")
+    assert E.shape == (7, 3)
 
 
 def test_acquisitions_and_updates(stores):
@@ -50,6 +53,18 @@ def test_acquisitions_and_updates(stores):
     assert len(stores.candidate_table("c", ["state"], {"prescreen": None})) == 3
     with pytest.raises(ValueError):
         stores.set_state("c", ["id001"], "weird")
+    stores.record_acquisitions("c", ["id000"], 3, "cost_aware", [1.0], cheap=True)
+    doc = stores.candidate_table("c", ["state", "cheap_state"], {"candidate_id": "id000"})[0]
+    assert doc["state"] == "pool" and doc["cheap_state"] == "acquired"
+
+
+def test_domain_flags_are_replaced(stores):
+    stores.insert_candidates("c", _cands(4))
+    stores.set_domain_flags("c", {"id000": {"leverage": 2.0}, "id001": {"leverage": 3.0}})
+    stores.set_domain_flags("c", {"id001": {"leverage": 1.5}, "id002": {"leverage": 9.0}})
+    flagged = stores.candidate_table("c", ["domain"], {"domain.flagged": True})
+    assert [d["candidate_id"] for d in flagged] == ["id001", "id002"]
+    assert flagged[0]["domain"]["leverage"] == 1.5
 
 
 def test_labels_are_never_duplicated_or_overwritten(stores):

@@ -11,4 +11,8 @@ def test_build_flow_from_config(write_config):
 
     flow = build(str(write_config(small_config_dict())), name="wf")
     assert [j.name for j in flow.jobs] == [
-        "register wf", "enumerate wf", "prescreen wf", "initial design wf"]
+        "register wf",
+        "enumerate wf",
+        "prescreen wf",
+        "initial design wf",
+    ]
