@@ -9,9 +9,9 @@ costs. Rules are chosen in the campaign config by name (:data:`RULES`).
 * ``mutual_information``: largest ``I = 1/2 ln(1 + s_e^2 / s_a^2)``, the information a
   label carries about the weights.
 * ``d_optimal``: greedy batch maximising ``log det(I + beta X_S Sigma X_S^T)``, the
-  information the whole batch carries; each pick is followed by a rank-one update of
-  every candidate's predictive variance (O(N d) a pick), so a batch of k costs
-  O(N d k). Greedy maximisation of this monotone submodular function reaches at least
+  information the whole batch carries; each pick is a rank-one update of the
+  covariance, and candidates' variances are re-evaluated lazily (at most O(N d k) for
+  a batch of k, usually far less). Greedy maximisation of this monotone submodular function reaches at least
   (1 - 1/e) of the best batch (Nemhauser, Wolsey and Fisher 1978).
 * ``cost_aware``: greedy information gain per unit cost over (candidate, fidelity)
   pairs of a multi-fidelity linear model (see :func:`multi_fidelity_rows`).
@@ -123,12 +123,18 @@ def greedy_d_optimal(
 
     The gain of a batch S is ``1/2 log det(I + X_S Sigma X_S^T / noise)``; by the chain
     rule it is the sum over picks of ``1/2 log(1 + v_i / noise)``, ``v_i`` being the
-    predictive variance *given the earlier picks*. After picking ``j``::
+    predictive variance *given the earlier picks*. Each pick ``j`` is a rank-one update
+    of the covariance::
 
-        u = Sigma x_j,  c = X u,  v <- v - c^2 / (noise + v_j),
-        Sigma <- Sigma - u u^T / (noise + v_j)
+        u = Sigma_t x_j / sqrt(noise_j + v_j),   Sigma_{t+1} = Sigma_t - u u^T
 
-    which is O(N d + d^2) a pick.
+    so ``Sigma_t = Sigma_0 - U_t U_t^T`` and ``v_i = x_i^T Sigma_0 x_i - |U_t^T x_i|^2``.
+    Variances only shrink as picks are added (the gain is submodular), so scores from
+    earlier picks are upper bounds: the search re-evaluates only the candidate on top
+    until one that is up to date stays on top (lazy greedy, Minoux 1978), an O(d t)
+    evaluation each. The result is the plain greedy batch (up to exact ties); the cost
+    is the O(N d^2) initial variances plus a few evaluations a pick. When lazy
+    evaluation stalls, all variances are refreshed at once, O(N d t).
 
     Parameters
     ----------
@@ -151,26 +157,40 @@ def greedy_d_optimal(
         Picked rows in order, and the information gain of each pick (nats).
     """
     X = np.asarray(X, dtype=float)
-    sigma = np.array(covariance, dtype=float)
-    noise = np.broadcast_to(np.asarray(noise_var, dtype=float), (X.shape[0],))
-    v = ((X @ sigma) * X).sum(axis=1)
-    available = (
-        np.ones(X.shape[0], dtype=bool) if available is None else np.array(available, dtype=bool)
-    )
+    sigma0 = np.asarray(covariance, dtype=float)
+    n = X.shape[0]
+    noise = np.broadcast_to(np.asarray(noise_var, dtype=float), (n,))
+    cost = np.ones(n) if costs is None else np.broadcast_to(np.asarray(costs, dtype=float), (n,))
+    mask = np.ones(n, dtype=bool) if available is None else np.array(available, dtype=bool)
+    v0 = ((X @ sigma0) * X).sum(axis=1)
+
+    def score(v):
+        return 0.5 * np.log1p(np.maximum(v, 0.0) / noise) / cost
+
+    bound = np.where(mask, score(v0), -np.inf)  # upper bounds of the current scores
+    fresh = np.full(n, -1)  # the pick number at which each bound was last made exact
+    U = np.zeros((X.shape[1], 0))
     picks, gains = [], []
-    for _ in range(min(k, int(available.sum()))):
-        gain = 0.5 * np.log1p(np.maximum(v, 0.0) / noise)
-        score = gain / costs if costs is not None else gain
-        score = np.where(available, score, -np.inf)
-        j = int(np.argmax(score))
+    for t in range(min(k, int(mask.sum()))):
+        for _ in range(64):
+            j = int(np.argmax(bound))
+            if fresh[j] == t:
+                break
+            w = U.T @ X[j]
+            bound[j] = 0.5 * np.log1p(max(v0[j] - w @ w, 0.0) / noise[j]) / cost[j]
+            fresh[j] = t
+        else:  # lazy evaluation stalled: make every bound exact at once
+            v = v0 - ((X @ U) ** 2).sum(axis=1)
+            bound = np.where(np.isfinite(bound), score(v), -np.inf)
+            fresh[:] = t
+            j = int(np.argmax(bound))
+        w = U.T @ X[j]
+        v_j = max(v0[j] - w @ w, 0.0)
         picks.append(j)
-        gains.append(float(gain[j]))
-        available[j] = False
-        u = sigma @ X[j]
-        denom = noise[j] + v[j]
-        c = X @ u
-        v -= c * c / denom
-        sigma -= np.outer(u, u) / denom
+        gains.append(float(0.5 * np.log1p(v_j / noise[j])))
+        bound[j] = -np.inf
+        u = (sigma0 @ X[j] - U @ w) / np.sqrt(noise[j] + v_j)
+        U = np.column_stack([U, u])
     return np.array(picks, dtype=int), np.array(gains)
 
 

@@ -208,3 +208,31 @@ def test_make_rule():
         make_rule("nope")
     with pytest.raises(ValueError, match="covariance"):
         DOptimal().select(_pool([1.0]), 1, np.random.default_rng(0))
+
+
+def _eager_greedy(X, S, noise, k, costs, available):
+    """Reference: every score recomputed from the updated covariance at every pick."""
+    S = S.copy()
+    available = available.copy()
+    picks = []
+    for _ in range(k):
+        v = ((X @ S) * X).sum(1)
+        score = np.where(available, 0.5 * np.log1p(v / noise) / costs, -np.inf)
+        j = int(np.argmax(score))
+        picks.append(j)
+        available[j] = False
+        u = S @ X[j]
+        S -= np.outer(u, u) / (noise[j] + v[j])
+    return picks
+
+
+def test_lazy_greedy_equals_eager_greedy_with_costs_and_masks():
+    for seed in range(10):
+        X, S = _random_design(seed, n=200, d=8)
+        rng = np.random.default_rng(seed)
+        noise = rng.uniform(0.05, 0.5, 200)
+        costs = rng.choice([0.05, 1.0], 200)
+        available = rng.random(200) < 0.8
+        idx, gains = greedy_d_optimal(X, S, noise, 12, costs, available)
+        assert idx.tolist() == _eager_greedy(X, S, noise, 12, costs, available)
+        assert available[idx].all() and np.all(np.diff(gains / costs[idx]) <= 1e-12)
