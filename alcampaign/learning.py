@@ -89,12 +89,13 @@ def _new_surrogate(config: CampaignConfig, center: bool) -> Surrogate:
 
 
 def fit_and_validate(
-    config: CampaignConfig, data: TrainingData, rng: np.random.Generator
+    config: CampaignConfig, data: TrainingData, rng: np.random.Generator, validate: bool = True
 ) -> tuple[FittedModel, dict[str, float | None]]:
     """Fit the configured surrogate on every label and cross-validate it.
 
     Cross-validation holds out dear labels only (cheap labels always train), refitting
-    hyperparameters in each fold. Metrics are ``None`` below 3 dear labels.
+    hyperparameters in each fold. Metrics are ``None`` below 3 dear labels or when
+    ``validate`` is false.
     """
     mf = data.cheap_index.size > 0 or config.acquisition.rule == "cost_aware"
     X = data.X
@@ -115,7 +116,7 @@ def fit_and_validate(
     model = _new_surrogate(config, center=not mf).fit(rows, y, kind)
     fitted = FittedModel(model, mf, offsets)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
-    if data.dear_y.size >= 3:
+    if validate and data.dear_y.size >= 3:
         groups = np.r_[np.arange(data.dear_y.size), -np.ones(data.cheap_y.size, dtype=int)]
         cv = cross_validate(
             lambda: _new_surrogate(config, center=not mf),

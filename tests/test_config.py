@@ -91,3 +91,22 @@ def test_store_spec_missing_collection(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="labels"):
         read_store_spec(path)
+
+
+def test_shipped_examples_are_valid():
+    from conftest import EXAMPLES
+
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.system.structure.is_file(), path
+
+
+def test_rule_and_fidelity_consistency(write_config):
+    with pytest.raises(ConfigError, match="oracle.cheap"):
+        load_config(write_config(small_config_dict(acquisition={"rule": "cost_aware"})))
+    cheap = {"maker": "a.B", "fidelity": "emt"}
+    with pytest.raises(ConfigError, match="only used by"):
+        load_config(write_config(small_config_dict(
+            oracle={"maker": "a.B", "fidelity": "x", "cheap": cheap})))
+    with pytest.raises(ConfigError, match="prescreen"):
+        load_config(write_config(small_config_dict(features={"kind": "chgnet_embedding"})))
