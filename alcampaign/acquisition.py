@@ -11,8 +11,9 @@ costs. Rules are chosen in the campaign config by name (:data:`RULES`).
 * ``d_optimal``: greedy batch maximising ``log det(I + beta X_S Sigma X_S^T)``, the
   information the whole batch carries; each pick is a rank-one update of the
   covariance, and candidates' variances are re-evaluated lazily (at most O(N d k) for
-  a batch of k, usually far less). Greedy maximisation of this monotone submodular function reaches at least
-  (1 - 1/e) of the best batch (Nemhauser, Wolsey and Fisher 1978).
+  a batch of k, usually far less). Greedy maximisation of this monotone submodular
+  function reaches at least (1 - 1/e) of the best batch (Nemhauser, Wolsey and
+  Fisher 1978).
 * ``cost_aware``: greedy information gain per unit cost over (candidate, fidelity)
   pairs of a multi-fidelity linear model (see :func:`multi_fidelity_rows`).
 * ``lower_confidence_bound``: ground-state search; smallest ``mu - kappa s_e``

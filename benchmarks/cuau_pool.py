@@ -52,14 +52,16 @@ def compute() -> dict:
         atoms.calc = EMT()
         FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=300)
         comp = o.structure.composition
-        rows.append({
-            "candidate_id": candidate_id(o.structure),
-            "x_au": comp.get_atomic_fraction("Au"),
-            "n_sites": len(o.structure),
-            "features": x.tolist(),
-            "emt_energy_per_atom": atoms.get_potential_energy() / len(atoms),
-            "chgnet_energy_per_atom": c["energy_per_atom"],
-        })
+        rows.append(
+            {
+                "candidate_id": candidate_id(o.structure),
+                "x_au": comp.get_atomic_fraction("Au"),
+                "n_sites": len(o.structure),
+                "features": x.tolist(),
+                "emt_energy_per_atom": atoms.get_potential_energy() / len(atoms),
+                "chgnet_energy_per_atom": c["energy_per_atom"],
+            }
+        )
     return {"cutoffs": CUTOFFS, "seconds": round(time.perf_counter() - t0, 1), "pool": rows}
 
 

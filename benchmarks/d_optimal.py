@@ -102,18 +102,31 @@ def main() -> None:
     per_pick = np.interp(np.arange(k), sizes, per_eval) * n
     t_naive = float(per_pick.sum())
 
-    print(json.dumps({
-        "benchmark": "d_optimal", "N": n, "d": d, "k": k,
-        "seconds": {"rank_one": round(t_rank_one, 3), "recompute_scores": round(t_recompute, 3),
-                    "naive_extrapolated": round(t_naive, 1)},
-        "speedup_vs_naive": round(t_naive / t_rank_one, 1),
-        "speedup_vs_recompute_scores": round(t_recompute / t_rank_one, 1),
-        "same_picks_rank_one_vs_recompute": bool(np.array_equal(picks, picks_rs)),
-        "same_picks_small_problem_all_three": bool(same),
-        "information_nats": round(float(gains.sum()), 3),
-        "targets": {"rank_one_under_1s": t_rank_one < 1.0,
-                    "at_least_100x_vs_naive": t_naive / t_rank_one >= 100},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "d_optimal",
+                "N": n,
+                "d": d,
+                "k": k,
+                "seconds": {
+                    "rank_one": round(t_rank_one, 3),
+                    "recompute_scores": round(t_recompute, 3),
+                    "naive_extrapolated": round(t_naive, 1),
+                },
+                "speedup_vs_naive": round(t_naive / t_rank_one, 1),
+                "speedup_vs_recompute_scores": round(t_recompute / t_rank_one, 1),
+                "same_picks_rank_one_vs_recompute": bool(np.array_equal(picks, picks_rs)),
+                "same_picks_small_problem_all_three": bool(same),
+                "information_nats": round(float(gains.sum()), 3),
+                "targets": {
+                    "rank_one_under_1s": t_rank_one < 1.0,
+                    "at_least_100x_vs_naive": t_naive / t_rank_one >= 100,
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -102,11 +102,14 @@ def test_shipped_examples_are_valid():
 
 
 def test_rule_and_fidelity_consistency(write_config):
-    with pytest.raises(ConfigError, match="oracle.cheap"):
+    with pytest.raises(ConfigError, match=r"oracle\.cheap"):
         load_config(write_config(small_config_dict(acquisition={"rule": "cost_aware"})))
     cheap = {"maker": "a.B", "fidelity": "emt"}
     with pytest.raises(ConfigError, match="only used by"):
-        load_config(write_config(small_config_dict(
-            oracle={"maker": "a.B", "fidelity": "x", "cheap": cheap})))
+        load_config(
+            write_config(
+                small_config_dict(oracle={"maker": "a.B", "fidelity": "x", "cheap": cheap})
+            )
+        )
     with pytest.raises(ConfigError, match="prescreen"):
         load_config(write_config(small_config_dict(features={"kind": "chgnet_embedding"})))
