@@ -19,12 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from alcampaign.config import CampaignConfig, ConfigError, alcampaign_home, load_config
-from alcampaign.enumeration import (
-    EnumerationError,
-    enumerate_orderings,
-    make_parent,
-    read_structure,
-)
+from alcampaign.enumeration import EnumerationError, orderings_from_config, read_structure
 from alcampaign.stopping import METRIC_NAMES
 
 app = typer.Typer(
@@ -74,15 +69,25 @@ def _open_stores(store_file: Path | None):
 def preflight(config: CampaignConfig):
     """Check everything that can be checked before anything is written.
 
-    Returns the parent structure. Raises ConfigError or EnumerationError.
+    Parses the structure file, enumerates (with every filter and cap), imports the
+    oracle Makers and checks that the oracles and CHGNet know every element. Returns
+    the parent structure as read. Raises ConfigError or EnumerationError.
     """
-    from alcampaign.jobs import import_maker
+    from alcampaign.jobs import check_oracle_elements, import_maker
 
     parent = read_structure(config.system.structure)
-    prim = make_parent(parent, config.system.sublattices, config.system.structure.name)
-    e = config.enumeration
-    enumerate_orderings(prim, e.min_size, e.max_size, e.max_candidates)
-    import_maker(config.oracle.maker, config.oracle.kwargs)
+    _, orderings = orderings_from_config(config, parent)
+    elements = sorted({el.symbol for o in orderings for el in o.structure.composition})
+    fidelities = [config.oracle, *([config.oracle.cheap] if config.oracle.cheap else [])]
+    for fid in fidelities:
+        check_oracle_elements(import_maker(fid.maker, fid.kwargs), elements)
+    if config.prescreen.enabled:
+        from alcampaign.prescreen import check_elements, load_chgnet
+
+        try:
+            check_elements(elements, load_chgnet())
+        except ValueError as exc:
+            raise ConfigError(f"prescreen: {exc}; set prescreen.enabled: false") from None
     return parent
 
 

@@ -42,6 +42,12 @@ class SystemConfig(_Strict):
         description="Override the allowed species of chosen sites of the primitive parent: "
         "site index -> element symbols ('X' is a vacancy).",
     )
+    occupancies: dict[str, dict[str, float]] | None = Field(
+        None,
+        description="Override the occupancy of every site holding an element before the "
+        "primitive cell is found, e.g. {Li: {Li+: 0.5}}.",
+    )
+    symprec: float = Field(0.01, gt=0, description="Symmetry tolerance of the primitive cell.")
 
 
 class EnumerationConfig(_Strict):
@@ -50,7 +56,28 @@ class EnumerationConfig(_Strict):
     min_size: int = Field(1, ge=1, description="Smallest supercell, in primitive cells.")
     max_size: int = Field(4, ge=1, le=24, description="Largest supercell, in primitive cells.")
     max_candidates: int | None = Field(
-        None, ge=1, description="Refuse to run if the enumeration yields more than this."
+        None,
+        ge=1,
+        description="Refuse (before anything is written) if more orderings than "
+        "this pass the filters.",
+    )
+    concentrations: dict[str, float] | None = Field(
+        None,
+        description="Target fraction of an element on the sites that may hold it, e.g. {Li: 0.5}.",
+    )
+    tolerance: float = Field(1e-6, ge=0, description="Tolerance of the concentration filter.")
+    charge_balanced: bool = Field(
+        False, description="Keep charge-neutral orderings only (oxidation states from the CIF)."
+    )
+    keep: int | None = Field(
+        None,
+        ge=1,
+        description="Keep at most this many: smallest supercells first, then by candidate id.",
+    )
+    backend: Literal["auto", "icet", "enumlib"] = Field(
+        "auto",
+        description="auto: enumlib when enum.x is on PATH and the sublattices have "
+        "no vacancy, else icet.",
     )
 
     @model_validator(mode="after")
@@ -86,6 +113,10 @@ class PrescreenConfig(_Strict):
     enabled: bool = True
     forces: bool = Field(True, description="Also compute forces and stress (slower).")
     batch_size: int = Field(16, ge=1, description="Structures per CHGNet batch (energy pass).")
+    relax_steps: int = Field(
+        0, ge=0, description="If > 0, also a short CHGNet relaxation of this many steps."
+    )
+    workers: int = Field(1, ge=1, description="Processes (one torch thread each).")
 
 
 class FidelityConfig(_Strict):

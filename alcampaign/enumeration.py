@@ -40,12 +40,15 @@ class Parent:
         Allowed species of each site (``X`` is a vacancy); one list per site.
     source
         Where the parent came from (file name).
+    oxidation_states
+        Oxidation state of each element when the parent gives them (e.g. ``Li+``).
     """
 
     structure: Structure
     atoms: Atoms
     chemical_symbols: list[list[str]]
     source: str
+    oxidation_states: dict[str, float] | None = None
 
     @property
     def sublattice_summary(self) -> str:
@@ -66,11 +69,14 @@ class Ordering:
         The same without vacancies, as a pymatgen structure.
     size
         Supercell size in primitive cells.
+    backend
+        The enumeration code that produced it.
     """
 
     atoms: Atoms
     structure: Structure
     size: int
+    backend: str = "icet"
 
 
 def _site_symbols(site) -> list[str]:
@@ -117,7 +123,10 @@ def load_parent(path: str | Path, sublattices: dict[int, list[str]] | None = Non
 
 
 def make_parent(
-    structure: Structure, sublattices: dict[int, list[str]] | None = None, source: str = "parent"
+    structure: Structure,
+    sublattices: dict[int, list[str]] | None = None,
+    source: str = "parent",
+    symprec: float = 0.01,
 ) -> Parent:
     """Reduce a disordered parent to its primitive cell and find the sites to order.
 
@@ -129,6 +138,8 @@ def make_parent(
         Override the allowed species of sites of the primitive cell, by site index.
     source
         Where the parent came from (recorded as provenance).
+    symprec
+        Symmetry tolerance (Angstrom) of the primitive-cell search.
 
     Raises
     ------
@@ -136,7 +147,7 @@ def make_parent(
         An occupancy sum exceeds one, a symbol is not an element, or no site has more
         than one allowed species.
     """
-    primitive = structure.get_primitive_structure()
+    primitive = primitive_cell(structure, symprec)
     symbols = [_site_symbols(site) for site in primitive]
     for index, allowed in (sublattices or {}).items():
         if not 0 <= index < len(symbols):
@@ -160,40 +171,219 @@ def make_parent(
         scaled_positions=primitive.frac_coords,
         pbc=True,
     )
-    return Parent(primitive, atoms, symbols, source)
+    return Parent(primitive, atoms, symbols, source, _oxidation_states(primitive))
 
 
-def enumerate_orderings(
-    parent: Parent, min_size: int, max_size: int, max_candidates: int | None = None
-) -> list[Ordering]:
-    """All symmetry-distinct orderings of ``parent`` in supercells of the given sizes.
+def primitive_cell(structure: Structure, symprec: float = 0.01) -> Structure:
+    """The primitive cell (pymatgen's SpacegroupAnalyzer; partial occupancies count as
+    distinct species), falling back to ``get_primitive_structure`` if spglib fails."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
+    except Exception:  # spglib can fail on odd disordered inputs
+        primitive = None
+    return primitive if primitive is not None else structure.get_primitive_structure()
+
+
+def _oxidation_states(structure: Structure) -> dict[str, float] | None:
+    states: dict[str, set[float]] = {}
+    for site in structure:
+        for species in site.species:
+            oxi = getattr(species, "oxi_state", None)
+            if oxi is None:
+                return None
+            states.setdefault(species.symbol, set()).add(float(oxi))
+    if any(len(v) > 1 for v in states.values()):
+        return None  # mixed valence: no single charge per element
+    return {el: v.pop() for el, v in states.items()}
+
+
+def apply_occupancies(structure: Structure, occupancies: dict[str, dict[str, float]]) -> Structure:
+    """Override the occupancy of every site holding an element.
+
+    Parameters
+    ----------
+    structure
+        The parent.
+    occupancies
+        ``{element: {species: occupancy}}``, e.g. ``{"Li": {"Li+": 0.5}}`` puts half a
+        Li+ (and half a vacancy) on every site that held Li.
 
     Raises
     ------
     EnumerationError
-        The enumeration is empty or exceeds ``max_candidates``.
+        An element is absent, a species is unknown, or occupancies sum above one.
     """
+    from pymatgen.core import Composition
+
+    out = structure.copy()
+    for element, species in occupancies.items():
+        sites = [
+            i for i, site in enumerate(out) if element in {e.symbol for e in site.species.elements}
+        ]
+        if not sites:
+            raise EnumerationError(f"system.occupancies: no site holds {element}")
+        total = sum(species.values())
+        if total > 1.0 + 1e-6 or any(v <= 0 for v in species.values()):
+            raise EnumerationError(
+                f"system.occupancies: {element} -> {species} must be positive and sum to <= 1"
+            )
+        try:
+            comp = Composition(species)
+        except Exception as exc:
+            raise EnumerationError(f"system.occupancies: {species}: {exc}") from None
+        for i in sites:
+            out.replace(i, comp, coords=out[i].frac_coords)
+    return out
+
+
+def enumerate_orderings(
+    parent: Parent,
+    min_size: int,
+    max_size: int,
+    max_candidates: int | None = None,
+    *,
+    concentrations: dict[str, float] | None = None,
+    tolerance: float = 1e-6,
+    charge_balanced: bool = False,
+    keep: int | None = None,
+    backend: str = "icet",
+) -> list[Ordering]:
+    """Symmetry-distinct orderings of ``parent`` in supercells of the given sizes.
+
+    Parameters
+    ----------
+    parent
+        The primitive parent.
+    min_size, max_size
+        Supercell sizes, in primitive cells.
+    max_candidates
+        Refuse (raise) if more orderings than this pass the filters.
+    concentrations
+        Keep orderings whose fraction of each given element on the sites that may hold
+        it is within ``tolerance`` of the target, e.g. ``{"Li": 0.5}``.
+    tolerance
+        Absolute tolerance of the concentration filter.
+    charge_balanced
+        Keep only charge-neutral orderings (needs oxidation states in the parent).
+    keep
+        Keep at most this many, chosen deterministically: smallest supercells first,
+        then by candidate id (:func:`candidate_id`).
+    backend
+        ``icet`` (default) or ``enumlib`` (pymatgen's EnumerateStructureTransformation,
+        needs ``enum.x`` on PATH).
+
+    Raises
+    ------
+    EnumerationError
+        The request cannot be met, the result is empty, or it exceeds ``max_candidates``.
+    """
+    if charge_balanced and not parent.oxidation_states:
+        raise EnumerationError(
+            "enumeration.charge_balanced needs one oxidation state per element in the "
+            "structure file (e.g. Li+, Co3+, O2-)"
+        )
+    allowed = {el for s in parent.chemical_symbols for el in s}
+    for element in concentrations or {}:
+        if element not in allowed:
+            raise EnumerationError(f"enumeration.concentrations: {element} is on no site")
+    if backend == "enumlib":
+        raw = _enumlib_orderings(parent, min_size, max_size)
+    elif backend == "icet":
+        raw = _icet_orderings(parent, min_size, max_size)
+    else:
+        raise EnumerationError(f"enumeration.backend: unknown backend {backend!r}")
+    orderings = []
+    for ordering in raw:
+        if concentrations and not _concentrations_match(
+            ordering.atoms, parent, concentrations, tolerance
+        ):
+            continue
+        if charge_balanced and abs(_charge(ordering.atoms, parent.oxidation_states)) > 1e-6:
+            continue
+        orderings.append(ordering)
+        if max_candidates is not None and len(orderings) > max_candidates:
+            raise EnumerationError(
+                f"enumeration yields more than enumeration.max_candidates={max_candidates} "
+                "structures; lower enumeration.max_size, add filters, set enumeration.keep, "
+                "or raise the cap"
+            )
+    if not orderings:
+        raise EnumerationError(
+            f"enumeration of {parent.source} with sizes {min_size}..{max_size} is empty"
+            + (
+                " after the concentration/charge filters"
+                if concentrations or charge_balanced
+                else ""
+            )
+        )
+    if keep is not None and len(orderings) > keep:
+        orderings = sorted(orderings, key=lambda o: (o.size, candidate_id(o.structure)))[:keep]
+    return orderings
+
+
+def _icet_orderings(parent: Parent, min_size: int, max_size: int):
     from icet.tools import enumerate_structures
 
-    orderings = []
     for atoms in enumerate_structures(
         parent.atoms, range(min_size, max_size + 1), parent.chemical_symbols
     ):
-        if max_candidates is not None and len(orderings) >= max_candidates:
-            raise EnumerationError(
-                f"enumeration yields more than enumeration.max_candidates={max_candidates} "
-                "structures; lower enumeration.max_size or raise the cap"
-            )
         kept = atoms[[s != VACANCY for s in atoms.get_chemical_symbols()]]
         if len(kept) == 0:
             continue  # an all-vacancy cell is not a structure
         size = round(len(atoms) / len(parent.atoms))
-        orderings.append(Ordering(atoms, AseAtomsAdaptor.get_structure(kept), size))
-    if not orderings:
+        yield Ordering(atoms, AseAtomsAdaptor.get_structure(kept), size, "icet")
+
+
+def _enumlib_orderings(parent: Parent, min_size: int, max_size: int):
+    """Orderings from enumlib through pymatgen (needs ``enum.x`` on PATH)."""
+    import shutil
+
+    from pymatgen.transformations.advanced_transformations import (
+        EnumerateStructureTransformation,
+    )
+
+    if shutil.which("enum.x") is None:
+        raise EnumerationError("enumeration.backend enumlib needs enum.x on PATH; use icet")
+    if any(VACANCY in s for s in parent.chemical_symbols):
         raise EnumerationError(
-            f"enumeration of {parent.source} with sizes {min_size}..{max_size} is empty"
+            "the enumlib backend does not keep vacancy sites, which the cluster-vector "
+            "features need; use enumeration.backend icet for Li/vacancy sublattices"
         )
-    return orderings
+    trans = EnumerateStructureTransformation(min_cell_size=min_size, max_cell_size=max_size)
+    for entry in trans.apply_transformation(parent.structure, return_ranked_list=10**7):
+        structure = entry["structure"]
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+        yield Ordering(atoms, structure, round(len(structure) / len(parent.structure)), "enumlib")
+
+
+def _sublattice_sites(atoms: Atoms, parent: Parent) -> np.ndarray:
+    """Index of the primitive-cell site each atom of an ordering sits on."""
+    frac = atoms.positions @ np.linalg.inv(parent.atoms.cell.array)
+    ref = parent.atoms.get_scaled_positions(wrap=True)
+    delta = frac[:, None, :] - ref[None, :, :]
+    delta -= np.round(delta)
+    return np.argmin(np.linalg.norm(delta @ parent.atoms.cell.array, axis=2), axis=1)
+
+
+def _concentrations_match(
+    atoms: Atoms, parent: Parent, targets: dict[str, float], tolerance: float
+) -> bool:
+    symbols = np.array(atoms.get_chemical_symbols())
+    allowed = [parent.chemical_symbols[i] for i in _sublattice_sites(atoms, parent)]
+    for element, target in targets.items():
+        hosts = np.array([element in a for a in allowed])
+        fraction = float(np.mean(symbols[hosts] == element))
+        if abs(fraction - target) > tolerance:
+            return False
+    return True
+
+
+def _charge(atoms: Atoms, oxidation_states: dict[str, float]) -> float:
+    return float(
+        sum(oxidation_states.get(s, 0.0) for s in atoms.get_chemical_symbols() if s != VACANCY)
+    )
 
 
 def candidate_id(structure: Structure, decimals: int = 4) -> str:
@@ -211,3 +401,41 @@ def candidate_id(structure: Structure, decimals: int = 4) -> str:
     )
     text = f"{reduced.composition.formula}|{lattice.tolist()}|{rows}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def resolve_backend(name: str, parent: Parent) -> str:
+    """``auto`` means enumlib when ``enum.x`` is on PATH and no sublattice has vacancies."""
+    import shutil
+
+    if name != "auto":
+        return name
+    vacancies = any(VACANCY in s for s in parent.chemical_symbols)
+    return "enumlib" if shutil.which("enum.x") and not vacancies else "icet"
+
+
+def orderings_from_config(config, structure: Structure) -> tuple[Parent, list[Ordering]]:
+    """Parent and orderings as a campaign config asks (occupancies, sizes, filters, cap).
+
+    Parameters
+    ----------
+    config
+        A :class:`alcampaign.config.CampaignConfig`.
+    structure
+        The parent as read from the structure file.
+    """
+    system, e = config.system, config.enumeration
+    if system.occupancies:
+        structure = apply_occupancies(structure, system.occupancies)
+    parent = make_parent(structure, system.sublattices, system.structure.name, system.symprec)
+    orderings = enumerate_orderings(
+        parent,
+        e.min_size,
+        e.max_size,
+        e.max_candidates,
+        concentrations=e.concentrations,
+        tolerance=e.tolerance,
+        charge_balanced=e.charge_balanced,
+        keep=e.keep,
+        backend=resolve_backend(e.backend, parent),
+    )
+    return parent, orderings

@@ -30,7 +30,7 @@ from pymatgen.core import Structure
 
 from alcampaign import learning
 from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
-from alcampaign.enumeration import candidate_id, enumerate_orderings, make_parent
+from alcampaign.enumeration import candidate_id, orderings_from_config
 from alcampaign.features import ClusterVectorFeaturizer
 from alcampaign.stopping import METRIC_NAMES, judge
 from alcampaign.stores import CampaignStores, now
@@ -78,6 +78,37 @@ def import_maker(path: str, kwargs: dict[str, Any]) -> Maker:
         raise ConfigError(f"oracle.kwargs: {path} rejects them ({exc})") from None
 
 
+def check_oracle_elements(maker: Maker, elements: list[str]) -> None:
+    """Refuse elements an oracle cannot handle, where that can be known in advance.
+
+    Known here: ASE's EMT (its parameter table) and CHGNet force fields (the model's
+    element embedding). Other oracles are trusted.
+
+    Raises
+    ------
+    ConfigError
+        Naming the oracle and the elements.
+    """
+    name = type(maker).__name__
+    unknown: list[str] = []
+    if "Emt" in name or "EMT" in name:
+        from ase.calculators.emt import parameters
+
+        unknown = [el for el in elements if el not in parameters]
+    elif str(getattr(maker, "force_field_name", "")).upper().endswith("CHGNET"):
+        from alcampaign.prescreen import check_elements, load_chgnet
+
+        try:
+            check_elements(elements, load_chgnet())
+        except ValueError as exc:
+            unknown = [str(exc)]
+    if unknown:
+        raise ConfigError(
+            f"oracle {name} cannot compute {', '.join(unknown)}; choose another "
+            "oracle.maker or change the structure"
+        )
+
+
 def featurizer_for(config: CampaignConfig, parent) -> ClusterVectorFeaturizer:
     """The featurizer the config asks for, on the campaign's parent lattice."""
     return ClusterVectorFeaturizer(parent.atoms, parent.chemical_symbols, config.features.cutoffs)
@@ -99,15 +130,7 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
     stores = _stores()
     doc, config = _campaign(stores, name)
     t0 = time.perf_counter()
-    parent = make_parent(
-        Structure.from_dict(doc["parent"]), config.system.sublattices, config.system.structure.name
-    )
-    orderings = enumerate_orderings(
-        parent,
-        config.enumeration.min_size,
-        config.enumeration.max_size,
-        config.enumeration.max_candidates,
-    )
+    parent, orderings = orderings_from_config(config, Structure.from_dict(doc["parent"]))
     features = featurizer_for(config, parent).featurize([o.atoms for o in orderings])
     docs, seen = [], set()
     for ordering, x in zip(orderings, features, strict=True):
@@ -127,7 +150,7 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
                 "source": {
                     "parent": parent.source,
                     "supercell_size": ordering.size,
-                    "backend": "icet",
+                    "backend": ordering.backend,
                 },
                 "features": x.tolist(),
                 "prescreen": None,

@@ -11,10 +11,10 @@ thread for the duration of the call: two threads on two busy cores were much slo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 
 
 @contextlib.contextmanager
@@ -36,10 +36,10 @@ def load_chgnet():
     return CHGNet.load(verbose=False)
 
 
-def check_elements(structures: Sequence[Structure], model) -> None:
+def check_elements(elements: Iterable[str], model) -> None:
     """Raise ``ValueError`` naming any element CHGNet has no embedding for."""
     n_known = model.atom_embedding.embedding.num_embeddings
-    unknown = sorted({el.symbol for s in structures for el in s.composition if el.Z > n_known})
+    unknown = sorted({el for el in elements if Element(el).Z > n_known})
     if unknown:
         raise ValueError(f"CHGNet does not know the element(s) {', '.join(unknown)}")
 
@@ -75,7 +75,7 @@ def chgnet_prescreen(
     if not structures:
         return []
     model = model or load_chgnet()
-    check_elements(structures, model)
+    check_elements({el.symbol for s in structures for el in s.composition}, model)
     version = getattr(model, "version", None) or "unknown"
     out: list[dict] = []
     with _torch_threads(1):
