@@ -281,7 +281,7 @@ class CampaignConfig(_Strict):
         return self
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid campaign config {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -320,7 +320,7 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     try:
         config = CampaignConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, str(path))) from None
+        raise ConfigError(format_validation_error(err, str(path))) from None
     structure = config.system.structure
     if not structure.is_absolute():
         config.system.structure = (path.parent / structure).resolve()

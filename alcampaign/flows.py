@@ -45,6 +45,16 @@ def campaign_flow(config: CampaignConfig, parent: Structure) -> Flow:
     return Flow([register, *_pipeline(config.name, after=register.output)], name=config.name)
 
 
+def enumeration_flow(config: CampaignConfig, parent: Structure) -> Flow:
+    """Register, enumerate and prescreen only (``alcampaign enumerate``)."""
+    register = register_campaign(config.model_dump(mode="json"), parent.as_dict())
+    register.name = f"register {config.name}"
+    return Flow(
+        [register, *_pipeline(config.name, after=register.output)[:2]],
+        name=f"{config.name} (enumeration)",
+    )
+
+
 def resume_flow(name: str) -> Flow:
     """The flow that continues a stored campaign from wherever it stopped.
 
