@@ -187,6 +187,8 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
         [Structure.from_dict(d["structure"]) for d in todo],
         batch_size=config.prescreen.batch_size,
         forces=config.prescreen.forces,
+        relax_steps=config.prescreen.relax_steps,
+        workers=config.prescreen.workers,
     )
     stores.update_candidates(
         name, {d["candidate_id"]: {"prescreen": r} for d, r in zip(todo, results, strict=True)}

@@ -11,6 +11,7 @@ thread for the duration of the call: two threads on two busy cores were much slo
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -49,6 +50,8 @@ def chgnet_prescreen(
     model=None,
     batch_size: int = 16,
     forces: bool = True,
+    relax_steps: int = 0,
+    workers: int = 1,
 ) -> list[dict]:
     """CHGNet predictions for each structure.
 
@@ -62,23 +65,34 @@ def chgnet_prescreen(
         Structures per batch in the energy pass.
     forces
         Also compute forces (eV/A) and stress (GPa), one structure at a time.
+    relax_steps
+        If positive, also relax each structure with CHGNet for at most this many steps
+        (FIRE, fmax 0.1 eV/A) and record the relaxed energy and structure.
+    workers
+        Processes to share the work (each with one torch thread and its own model).
 
     Returns
     -------
     list of dict
         Per structure: ``energy_per_atom``, ``total_energy`` (eV), ``magmoms`` (mu_B),
-        ``embedding`` (crystal feature vector), and ``forces``/``stress`` when asked,
-        plus ``model`` and ``model_version``.
+        ``embedding`` (crystal feature vector), ``forces``/``stress`` when asked,
+        ``relaxed`` when asked, plus ``model`` and ``model_version``.
     """
-    import torch
-
     if not structures:
         return []
-    model = model or load_chgnet()
+    if workers > 1 and len(structures) > workers:
+        return _in_processes(structures, batch_size, forces, relax_steps, workers)
+    return _prescreen(structures, model or load_chgnet(), batch_size, forces, relax_steps)
+
+
+def _prescreen(structures, model, batch_size, forces, relax_steps) -> list[dict]:
+    import torch
+
     check_elements({el.symbol for s in structures for el in s.composition}, model)
     version = getattr(model, "version", None) or "unknown"
     out: list[dict] = []
-    with _torch_threads(1):
+    with _torch_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         with torch.inference_mode():
             preds = model.predict_structure(
                 list(structures), task="em", return_crystal_feas=True, batch_size=batch_size
@@ -102,4 +116,36 @@ def chgnet_prescreen(
                 p = model.predict_structure(s, task="efs")
                 doc["forces"] = np.asarray(p["f"]).tolist()
                 doc["stress"] = np.asarray(p["s"]).tolist()
+        if relax_steps > 0:
+            from chgnet.model import StructOptimizer
+
+            relaxer = StructOptimizer(model=model)
+            for s, doc in zip(structures, out, strict=True):
+                result = relaxer.relax(s, steps=relax_steps, fmax=0.1, verbose=False)
+                final = result["final_structure"]
+                energies = result["trajectory"].energies
+                doc["relaxed"] = {
+                    "energy_per_atom": float(energies[-1]) / len(final),
+                    "structure": final.as_dict(),
+                    "steps": len(energies) - 1,
+                }
     return out
+
+
+def _worker(payload) -> list[dict]:
+    structures, batch_size, forces, relax_steps = payload
+    return _prescreen([Structure.from_dict(s) for s in structures], load_chgnet(), batch_size,
+                      forces, relax_steps)
+
+
+def _in_processes(structures, batch_size, forces, relax_steps, workers) -> list[dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = np.array_split(np.arange(len(structures)), workers)
+    payloads = [([structures[i].as_dict() for i in c], batch_size, forces, relax_steps)
+                for c in chunks]
+    # spawn: a forked torch runtime can deadlock; each worker imports chgnet afresh.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(_worker, payloads))
+    return [doc for part in results for doc in part]

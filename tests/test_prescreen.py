@@ -38,3 +38,30 @@ def test_batched_prescreen_matches_per_structure_predictions(model):
     # Forces are off the hot path when not asked for.
     assert "forces" not in chgnet_prescreen(structures[:1], model=model, forces=False)[0]
     assert chgnet_prescreen([], model=model) == []
+
+
+def test_relaxation_and_worker_processes(model):
+    structures = [
+        Structure(Lattice.cubic(3.7), ["Cu", "Au", "Cu", "Au"],
+                  [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+        Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5],
+                                                    [0, 0.5, 0.55]]),
+        Structure(Lattice.cubic(4.0), ["Au"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5],
+                                                    [0, 0.5, 0.5]]),
+    ]
+    relaxed = chgnet_prescreen(structures[:2], model=model, forces=False, relax_steps=20)
+    for doc in relaxed:
+        assert doc["relaxed"]["energy_per_atom"] <= doc["energy_per_atom"] + 1e-4
+        assert 1 <= doc["relaxed"]["steps"] <= 21
+    serial = chgnet_prescreen(structures, model=model, forces=False)
+    parallel = chgnet_prescreen(structures, forces=False, workers=2)
+    for a, b in zip(serial, parallel, strict=True):
+        assert a["energy_per_atom"] == pytest.approx(b["energy_per_atom"], abs=1e-5)
+
+
+def test_unknown_element_is_refused(model):
+    from alcampaign.prescreen import check_elements
+
+    check_elements(["Li", "Co", "O"], model)
+    with pytest.raises(ValueError, match="Og"):
+        check_elements(["Li", "Og"], model)
