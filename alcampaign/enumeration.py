@@ -111,10 +111,40 @@ def read_structure(path: str | Path) -> Structure:
             warnings.simplefilter("ignore")
             structure = Structure.from_file(path)
     except Exception as exc:  # pymatgen raises many kinds of errors on a bad file
-        raise EnumerationError(f"could not read structure file {path}: {exc}") from None
+        problem = _cif_occupancy_problem(path) if path.suffix.lower() == ".cif" else None
+        raise EnumerationError(problem or f"could not read structure file {path}: {exc}") from None
     if len(structure) == 0:
         raise EnumerationError(f"structure file {path} holds no sites")
     return structure
+
+
+def _cif_occupancy_problem(path: Path) -> str | None:
+    """Name a site whose occupancies sum above one (pymatgen only says 'no structures')."""
+    from pymatgen.io.cif import CifParser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blocks = CifParser(path).as_dict()
+    except Exception:
+        return None
+    for block in blocks.values():
+        try:
+            xyz = zip(*(block[f"_atom_site_fract_{c}"] for c in "xyz"), strict=True)
+            occ = [float(str(o).split("(")[0]) for o in block["_atom_site_occupancy"]]
+        except (KeyError, ValueError):
+            continue
+        totals: dict[tuple, float] = {}
+        for pos, o in zip(xyz, occ, strict=True):
+            key = tuple(round(float(str(c).split("(")[0]), 4) for c in pos)
+            totals[key] = totals.get(key, 0.0) + o
+        for pos, total in totals.items():
+            if total > 1.0 + 1e-3:
+                return (
+                    f"{path}: the site at {list(pos)} has occupancies summing to "
+                    f"{total:.2f} > 1; fix _atom_site_occupancy"
+                )
+    return None
 
 
 def load_parent(path: str | Path, sublattices: dict[int, list[str]] | None = None) -> Parent:

@@ -1,10 +1,11 @@
 """CHGNet prescreen of candidate structures: energies, forces, magmoms, embeddings.
 
-Measured on a 2-core CPU (DESIGN.md): CHGNet's batched ``predict_structure`` is slower
-per structure than a loop when forces are asked for (the force and stress gradients
-build a second autograd graph over the whole batch), while an energy-and-magmom pass
-is fast in batches. So the prescreen runs energies, magmoms and the crystal embedding
-in batches, and forces and stress (optional) one structure at a time. Torch runs on one
+Measured on a 2-core CPU (docs/enumeration.md): CHGNet's batched ``predict_structure``
+is slower per structure than a loop when forces are asked for (the force and stress
+gradients build a second-order autograd graph over the whole batch), while an
+energy-and-magmom pass under ``torch.inference_mode`` is fast. So without forces the
+prescreen runs energies, magmoms and the crystal embedding in batches; with forces it
+makes one full prediction per structure. Torch runs on one
 thread for the duration of the call: two threads on two busy cores were much slower.
 """
 
@@ -64,7 +65,8 @@ def chgnet_prescreen(
     batch_size
         Structures per batch in the energy pass.
     forces
-        Also compute forces (eV/A) and stress (GPa), one structure at a time.
+        Also compute forces (eV/A) and stress (GPa): one structure at a time, ~3x the
+        cost of the energy pass.
     relax_steps
         If positive, also relax each structure with CHGNet for at most this many steps
         (FIRE, fmax 0.1 eV/A) and record the relaxed energy and structure.
@@ -93,29 +95,37 @@ def _prescreen(structures, model, batch_size, forces, relax_steps) -> list[dict]
     out: list[dict] = []
     with _torch_threads(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with torch.inference_mode():
-            preds = model.predict_structure(
-                list(structures), task="em", return_crystal_feas=True, batch_size=batch_size
-            )
-        if isinstance(preds, dict):
-            preds = [preds]
+        if forces:
+            # One pass per structure gives everything: batching forces is slower (the
+            # force graph is built with create_graph=True over the whole batch).
+            preds = [
+                model.predict_structure(s, task="efsm", return_crystal_feas=True)
+                for s in structures
+            ]
+        else:
+            with torch.inference_mode():
+                preds = model.predict_structure(
+                    list(structures),
+                    task="em",
+                    return_crystal_feas=True,
+                    batch_size=batch_size,
+                )
+            if isinstance(preds, dict):
+                preds = [preds]
         for s, p in zip(structures, preds, strict=True):
             e = float(np.asarray(p["e"]).reshape(()))
-            out.append(
-                {
-                    "energy_per_atom": e,
-                    "total_energy": e * len(s),
-                    "magmoms": np.asarray(p["m"]).reshape(-1).tolist(),
-                    "embedding": np.asarray(p["crystal_fea"]).reshape(-1).tolist(),
-                    "model": "CHGNet",
-                    "model_version": version,
-                }
-            )
-        if forces:
-            for s, doc in zip(structures, out, strict=True):
-                p = model.predict_structure(s, task="efs")
+            doc = {
+                "energy_per_atom": e,
+                "total_energy": e * len(s),
+                "magmoms": np.asarray(p["m"]).reshape(-1).tolist(),
+                "embedding": np.asarray(p["crystal_fea"]).reshape(-1).tolist(),
+                "model": "CHGNet",
+                "model_version": version,
+            }
+            if forces:
                 doc["forces"] = np.asarray(p["f"]).tolist()
                 doc["stress"] = np.asarray(p["s"]).tolist()
+            out.append(doc)
         if relax_steps > 0:
             from chgnet.model import StructOptimizer
 
@@ -134,8 +144,9 @@ def _prescreen(structures, model, batch_size, forces, relax_steps) -> list[dict]
 
 def _worker(payload) -> list[dict]:
     structures, batch_size, forces, relax_steps = payload
-    return _prescreen([Structure.from_dict(s) for s in structures], load_chgnet(), batch_size,
-                      forces, relax_steps)
+    return _prescreen(
+        [Structure.from_dict(s) for s in structures], load_chgnet(), batch_size, forces, relax_steps
+    )
 
 
 def _in_processes(structures, batch_size, forces, relax_steps, workers) -> list[dict]:
@@ -143,8 +154,9 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers) -> list[
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = np.array_split(np.arange(len(structures)), workers)
-    payloads = [([structures[i].as_dict() for i in c], batch_size, forces, relax_steps)
-                for c in chunks]
+    payloads = [
+        ([structures[i].as_dict() for i in c], batch_size, forces, relax_steps) for c in chunks
+    ]
     # spawn: a forked torch runtime can deadlock; each worker imports chgnet afresh.
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         results = list(pool.map(_worker, payloads))

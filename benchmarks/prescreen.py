@@ -65,20 +65,29 @@ def main() -> None:
     seconds["ours"] = timed(lambda: chgnet_prescreen(ss, model, forces=False))
     seconds["ours_2_workers"] = timed(lambda: chgnet_prescreen(ss, forces=False, workers=2))
     seconds["ours_forces"] = timed(lambda: chgnet_prescreen(ss, model, forces=True))
-    seconds["ours_forces_2_workers"] = timed(
-        lambda: chgnet_prescreen(ss, forces=True, workers=2))
+    seconds["ours_forces_2_workers"] = timed(lambda: chgnet_prescreen(ss, forces=True, workers=2))
     loop = seconds["loop"]
-    print(json.dumps({
-        "benchmark": "prescreen", "n_structures": len(ss),
-        "atoms_per_structure": [min(len(s) for s in ss), max(len(s) for s in ss)],
-        "torch_default_threads": default_threads,
-        "structures_per_second": {k: round(len(ss) / v, 1) for k, v in seconds.items()
-                                  if k != "graphs_only"},
-        "speedup_vs_loop": {k: round(loop / v, 2) for k, v in seconds.items()
-                            if k not in ("loop", "graphs_only")},
-        "graph_construction_share_of_loop": round(seconds["graphs_only"] / loop, 3),
-        "target_5x": loop / seconds["ours_2_workers"] >= 5,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "prescreen",
+                "n_structures": len(ss),
+                "atoms_per_structure": [min(len(s) for s in ss), max(len(s) for s in ss)],
+                "torch_default_threads": default_threads,
+                "structures_per_second": {
+                    k: round(len(ss) / v, 1) for k, v in seconds.items() if k != "graphs_only"
+                },
+                "speedup_vs_loop": {
+                    k: round(loop / v, 2)
+                    for k, v in seconds.items()
+                    if k not in ("loop", "graphs_only")
+                },
+                "graph_construction_share_of_loop": round(seconds["graphs_only"] / loop, 3),
+                "target_5x": loop / seconds["ours_2_workers"] >= 5,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

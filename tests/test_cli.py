@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from alcampaign.cli import app
 
-from conftest import small_config_dict
+from conftest import EXAMPLES, small_config_dict
 
 runner = CliRunner()
 
@@ -108,3 +108,81 @@ def test_nothing_written_for_a_bad_config_on_a_fresh_machine(alc_home, write_con
 def test_status_and_resume_of_unknown_campaign(alc_home):
     assert runner.invoke(app, ["status", "nope"]).exit_code == 1
     assert runner.invoke(app, ["resume", "nope"]).exit_code == 2
+
+
+def test_enumerate_prints_and_stores(alc_home):
+    from alcampaign.stores import CampaignStores, load_job_store
+
+    result = runner.invoke(
+        app,
+        [
+            "enumerate",
+            str(EXAMPLES / "li05coo2_layered.cif"),
+            "--max-size",
+            "4",
+            "--concentration",
+            "Li=0.5",
+            "--name",
+            "lco",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 structures enumerated" in result.output
+    assert "CHGNet energy range" in result.output and "mean" in result.output
+    store = load_job_store()
+    store.connect()
+    stores = CampaignStores.from_job_store(store)
+    doc = stores.get_campaign("lco")
+    assert doc["state"] == "enumerated" and doc["enumeration"]["n_candidates"] == 12
+    cands = stores.candidate_table("lco", ["prescreen", "source", "formula"])
+    assert len(cands) == 12 and all(c["prescreen"]["embedding"] for c in cands)
+    assert {c["source"]["backend"] for c in cands} == {"icet"}
+    energies = [c["prescreen"]["energy_per_atom"] for c in cands]
+    assert f"{min(energies):.4f}" in result.output and f"{max(energies):.4f}" in result.output
+    status = json.loads(runner.invoke(app, ["status", "lco", "--json"]).output)
+    assert status["state"] == "enumerated" and status["n_candidates"] == 12
+
+
+def test_enumerate_bad_inputs_write_nothing(alc_home, tmp_path):
+    ordered = tmp_path / "ordered.cif"
+    ordered.write_text(
+        (EXAMPLES / "cuau_fcc.cif")
+        .read_text()
+        .replace("  Au1  Au  0.0  0.0  0.0  0.5\n", "")
+        .replace("Cu  0.0  0.0  0.0  0.5", "Cu  0.0  0.0  0.0  1.0")
+    )
+    americium = tmp_path / "am.cif"
+    americium.write_text((EXAMPLES / "cuau_fcc.cif").read_text().replace("Au1  Au", "Am1  Am"))
+    garbage = tmp_path / "garbage.cif"
+    garbage.write_text("not a cif")
+    cases = {
+        "no disordered site": [str(ordered)],
+        "unknown element": [str(americium)],
+        "unreadable": [str(garbage)],
+        "missing": [str(tmp_path / "nope.cif")],
+        "empty": [str(EXAMPLES / "cuau_fcc.cif"), "--concentration", "Au=0.3"],
+        "over the cap": [str(EXAMPLES / "cuau_fcc.cif"), "--max-candidates", "3"],
+        "bad option": [str(EXAMPLES / "cuau_fcc.cif"), "--concentration", "Au"],
+    }
+    for label, args in cases.items():
+        result = runner.invoke(app, ["enumerate", *args])
+        assert result.exit_code == 2, (label, result.output)
+    assert "Am" in runner.invoke(app, ["enumerate", str(americium)]).output
+    assert not alc_home.exists()
+
+
+def test_vasp_config_builds_relaxation_jobs(write_config):
+    """The production config: validated, enumerated and its VASP jobs built (not run)."""
+    from alcampaign.cli import preflight
+    from alcampaign.config import load_config
+    from alcampaign.jobs import import_maker
+
+    cfg = load_config(EXAMPLES / "li05coo2_vasp.yaml")
+    parent = preflight(cfg)
+    maker = import_maker(cfg.oracle.maker, cfg.oracle.kwargs)
+    from alcampaign.enumeration import orderings_from_config
+
+    _, orderings = orderings_from_config(cfg, parent)
+    job = maker.make(orderings[0].structure)
+    assert type(maker).__name__ == "RelaxMaker" and job.name == "relax"
+    assert job.maker == maker and job.function.__name__ == "make"

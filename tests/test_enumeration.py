@@ -78,3 +78,83 @@ def test_cluster_vectors():
     # Pure elements have point-cluster correlation +1 and -1.
     pure = [i for i, o in enumerate(orderings) if len(o.structure.composition) == 1]
     assert sorted(X[pure, 1].tolist()) == [-1.0, 1.0]
+
+
+def test_layered_oxide_li_vacancy_counts_and_filters():
+    from alcampaign.enumeration import apply_occupancies
+
+    parent = load_parent(EXAMPLES / "li05coo2_layered.cif")
+    assert len(parent.structure) == 4 and parent.chemical_symbols[0] == ["Li", "X"]
+    assert parent.oxidation_states == {"Li": 1.0, "Co": 3.0, "O": -2.0}
+    half = enumerate_orderings(parent, 1, 6, concentrations={"Li": 0.5})
+    for o in half:
+        comp = o.structure.composition
+        assert comp["Li"] / comp["Co"] == pytest.approx(0.5)
+    wide = enumerate_orderings(parent, 1, 6, concentrations={"Li": 0.5}, tolerance=0.2)
+    assert len(wide) > len(half)
+    # With fixed Co3+ only the fully lithiated cell is neutral.
+    neutral = enumerate_orderings(parent, 1, 4, charge_balanced=True)
+    assert [o.structure.composition.reduced_formula for o in neutral] == ["LiCoO2"]
+    # A deterministic cap: smallest cells first, then by id, whatever the order.
+    kept = enumerate_orderings(parent, 1, 6, concentrations={"Li": 0.5}, keep=5)
+    assert [o.size for o in kept] == sorted(o.size for o in kept)
+    again = enumerate_orderings(parent, 1, 6, concentrations={"Li": 0.5}, keep=5)
+    assert [candidate_id(o.structure) for o in kept] == [candidate_id(o.structure) for o in again]
+    # Occupancy override: Li at 0.25 instead of 0.5 on every Li site.
+    full = Structure.from_file(EXAMPLES / "li05coo2_layered.cif")
+    quarter = apply_occupancies(full, {"Li": {"Li+": 0.25}})
+    assert quarter.composition["Li"] / quarter.composition["Co"] == pytest.approx(0.25)
+    with pytest.raises(EnumerationError, match="sum"):
+        apply_occupancies(full, {"Li": {"Li+": 0.7, "Na+": 0.6}})
+    with pytest.raises(EnumerationError, match="no site holds"):
+        apply_occupancies(full, {"Fe": {"Fe2+": 0.5}})
+
+
+def test_spinel_charge_balance_equals_half_lithiation():
+    parent = load_parent(EXAMPLES / "li05mn2o4_spinel.cif")
+    assert len(parent.structure) == 14 and parent.oxidation_states["Mn"] == 3.75
+    by_charge = enumerate_orderings(parent, 1, 3, charge_balanced=True)
+    by_conc = enumerate_orderings(parent, 1, 3, concentrations={"Li": 0.5})
+    assert sorted(candidate_id(o.structure) for o in by_charge) == sorted(
+        candidate_id(o.structure) for o in by_conc
+    )
+
+
+def test_filter_errors():
+    parent = load_parent(EXAMPLES / "cuau_fcc.cif")
+    with pytest.raises(EnumerationError, match="oxidation state"):
+        enumerate_orderings(parent, 1, 2, charge_balanced=True)
+    with pytest.raises(EnumerationError, match="on no site"):
+        enumerate_orderings(parent, 1, 2, concentrations={"Li": 0.5})
+    with pytest.raises(EnumerationError, match="empty"):
+        enumerate_orderings(parent, 1, 2, concentrations={"Au": 0.3})
+    with pytest.raises(EnumerationError, match="backend"):
+        enumerate_orderings(parent, 1, 2, backend="magic")
+
+
+def test_occupancy_above_one_in_the_file(tmp_path):
+    text = (
+        (EXAMPLES / "cuau_fcc.cif")
+        .read_text()
+        .replace("Au1  Au  0.0  0.0  0.0  0.5", "Au1  Au  0.0  0.0  0.0  0.9")
+    )
+    bad = tmp_path / "over.cif"
+    bad.write_text(text)
+    with pytest.raises(EnumerationError, match=r"occupancies summing to 1\.40"):
+        load_parent(bad)
+
+
+@pytest.mark.skipif(__import__("shutil").which("enum.x") is None, reason="enumlib's enum.x absent")
+def test_enumlib_backend_matches_icet_counts():
+    parent = load_parent(EXAMPLES / "cuau_fcc.cif")
+    assert len(enumerate_orderings(parent, 1, 4, backend="enumlib")) == len(
+        enumerate_orderings(parent, 1, 4)
+    )
+
+
+def test_resolve_backend():
+    from alcampaign.enumeration import resolve_backend
+
+    oxide = load_parent(EXAMPLES / "li05coo2_layered.cif")
+    assert resolve_backend("auto", oxide) == "icet"  # vacancies: icet whatever is installed
+    assert resolve_backend("enumlib", oxide) == "enumlib"

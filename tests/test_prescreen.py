@@ -42,12 +42,19 @@ def test_batched_prescreen_matches_per_structure_predictions(model):
 
 def test_relaxation_and_worker_processes(model):
     structures = [
-        Structure(Lattice.cubic(3.7), ["Cu", "Au", "Cu", "Au"],
-                  [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
-        Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5],
-                                                    [0, 0.5, 0.55]]),
-        Structure(Lattice.cubic(4.0), ["Au"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5],
-                                                    [0, 0.5, 0.5]]),
+        Structure(
+            Lattice.cubic(3.7),
+            ["Cu", "Au", "Cu", "Au"],
+            [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+        ),
+        Structure(
+            Lattice.cubic(3.6),
+            ["Cu"] * 4,
+            [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.55]],
+        ),
+        Structure(
+            Lattice.cubic(4.0), ["Au"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+        ),
     ]
     relaxed = chgnet_prescreen(structures[:2], model=model, forces=False, relax_steps=20)
     for doc in relaxed:
