@@ -15,11 +15,13 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pymatgen.core import Structure
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from alcampaign.config import (
+    EXTERNAL,
     CampaignConfig,
     ConfigError,
     alcampaign_home,
@@ -34,8 +36,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Active-learning campaigns for materials: jobflow jobs, maggma stores.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 StoreOption = Annotated[
     Path | None,
@@ -87,6 +89,8 @@ def preflight(config: CampaignConfig, check_oracles: bool = True):
     elements = sorted({el.symbol for o in orderings for el in o.structure.composition})
     fidelities = [config.oracle, *([config.oracle.cheap] if config.oracle.cheap else [])]
     for fid in fidelities if check_oracles else []:
+        if fid.maker == EXTERNAL:
+            continue
         check_oracle_elements(import_maker(fid.maker, fid.kwargs), elements)
     if config.prescreen.enabled:
         from alcampaign.prescreen import check_elements, load_chgnet
@@ -177,6 +181,14 @@ def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
         f"results stored in {where}; see them again with 'alcampaign status {name}'",
         highlight=False,
     )
+    if doc["state"] == "waiting":
+        console.print(
+            f"campaign {name} waits for external answers: 'alcampaign export {name} --out DIR' "
+            f"writes the questions and a manifest; then 'alcampaign ingest {name} PATH...' and "
+            f"'alcampaign resume {name}'",
+            highlight=False,
+        )
+        return
     if doc["state"] != "stopped":
         raise _fail(
             f"campaign {name} did not reach a stop (state {doc['state']}); fix the "
@@ -317,6 +329,123 @@ def enumerate_command(
 
 
 @app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="cif, poscar or extxyz.")] = "cif",
+    store: StoreOption = None,
+) -> None:
+    """Write the questions waiting for an external oracle, with a manifest."""
+    from alcampaign.answers import FORMATS, export_requests
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        _, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store")
+    requests = stores.candidate_table(name, ["structure", "acquisition"], {"state": "requested"})
+    if not requests:
+        console.print(f"campaign {name} has no open questions (state {doc['state']})")
+        return
+    fidelity = CampaignConfig.model_validate(doc["config"]).oracle.fidelity
+    manifest = export_requests(requests, name, fidelity, out, fmt)
+    console.print(
+        f"{len(requests)} questions written to {out} (manifest: {manifest})", highlight=False
+    )
+
+
+@app.command()
+def ingest(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    paths: Annotated[list[Path], typer.Argument(help="Answer files or VASP directories.")],
+    store: StoreOption = None,
+) -> None:
+    """Store answers from an external oracle (checked against their questions).
+
+    A file with any wrong answer is rejected whole, with an error naming it; answers
+    already stored are skipped (ingesting twice changes nothing).
+    """
+    from alcampaign.answers import AnswerError, check_answer, read_answers
+    from alcampaign.stores import now
+
+    try:
+        _, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store")
+    config = CampaignConfig.model_validate(doc["config"])
+    fidelity = config.oracle.fidelity
+    table = {
+        d["candidate_id"]: d
+        for d in stores.candidate_table(name, ["state", "structure", "acquisition"])
+    }
+    labelled = {lab["candidate_id"] for lab in stores.get_labels(name, fidelity, ["status"])}
+    errors, stored, skipped = [], 0, 0
+    for path in paths:
+        try:
+            labels = []
+            for answer in read_answers(path):
+                cid = answer.candidate_id
+                if cid not in table:
+                    raise AnswerError(
+                        f"{answer.source}: unknown candidate id {cid!r} for campaign {name}"
+                    )
+                if cid in labelled:
+                    skipped += 1
+                    continue
+                if table[cid]["state"] != "requested":
+                    raise AnswerError(
+                        f"{answer.source}: candidate {cid} was not asked "
+                        f"(state {table[cid]['state']})"
+                    )
+                question = Structure.from_dict(table[cid]["structure"])
+                e = check_answer(answer, question)
+                final = answer.structure or question
+                labels.append(
+                    {
+                        "campaign": name,
+                        "candidate_id": cid,
+                        "fidelity": fidelity,
+                        "status": "success",
+                        "energy_per_atom": e,
+                        "energy": e * len(final),
+                        "forces": answer.forces,
+                        "stress": answer.stress,
+                        "final_structure": final.as_dict(),
+                        "oracle": {"maker": EXTERNAL, "source": str(answer.source)},
+                        "job_uuid": None,
+                        "cost": config.oracle.cost,
+                        "iteration": (table[cid].get("acquisition") or {}).get("iteration"),
+                        "time": now(),
+                    }
+                )
+            # The whole file is checked before anything of it is stored.
+            stored += stores.add_labels(labels)
+            stores.set_state(name, [lab["candidate_id"] for lab in labels], "labelled")
+            labelled |= {lab["candidate_id"] for lab in labels}
+        except AnswerError as exc:
+            errors.append(str(exc))
+    n_calls = len(stores.get_labels(name, fidelity, ["status"]))
+    stores.update_campaign(name, {"n_oracle_calls": n_calls})
+    open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
+    console.print(
+        f"stored {stored} answers ({skipped} already stored); {open_questions} "
+        f"questions still open; continue with 'alcampaign resume {name}'",
+        highlight=False,
+    )
+    for e in errors:
+        err_console.print(f"[bold red]rejected:[/] {e}", highlight=False)
+    if errors:
+        raise typer.Exit(2)
+
+
+@app.command()
 def resume(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     store: StoreOption = None,
@@ -331,10 +460,12 @@ def resume(
     doc = stores.get_campaign(name)
     if doc is None:
         raise _fail(f"no campaign named {name!r} in this store")
-    if doc["state"] == "stopped":
-        console.print(f"campaign {name} already stopped: {doc.get('stop_reason')}")
+    if doc["state"] in ("stopped", "failed", "enumerated"):
+        console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
         _finish(doc, name, store)
         return
+    if doc["state"] == "waiting":
+        stores.update_campaign(name, {"state": "running"})
     doc = execute(resume_flow(name), job_store, name, stores)
     _finish(doc, name, store)
 

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CAMPAIGN_COLLECTIONS = ("candidates", "labels", "models", "campaigns")
+EXTERNAL = "external"
 REQUIRED_ADDITIONAL_STORES = ("data", *CAMPAIGN_COLLECTIONS)
 
 
@@ -145,7 +146,8 @@ class OracleConfig(_Strict):
     maker: str = Field(
         "atomate2.ase.jobs.EmtRelaxMaker",
         description="Import path of an atomate2/jobflow Maker whose make(structure) "
-        "returns a job with a task document (output.energy, structure).",
+        "returns a job with a task document (output.energy, structure), or 'external': "
+        "questions are exported and answers ingested by hand (alcampaign export/ingest).",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
     fidelity: str = Field("oracle", description="Name of this fidelity in the labels store.")
@@ -157,7 +159,12 @@ class OracleConfig(_Strict):
     @field_validator("maker")
     @classmethod
     def _import_path(cls, v: str) -> str:
-        return _check_import_path(v)
+        return v if v == EXTERNAL else _check_import_path(v)
+
+    @property
+    def external(self) -> bool:
+        """Whether a person (or a script) outside the workflow answers."""
+        return self.maker == EXTERNAL
 
 
 class SurrogateConfig(_Strict):

@@ -229,9 +229,38 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     ids = [d["candidate_id"] for d in states]
     n = min(config.initial_design.n_initial, len(ids))
     chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
-    stores.record_acquisitions(name, chosen, 0, "initial_random", [0.0] * n)
+    stores.record_acquisitions(
+        name, chosen, 0, "initial_random", [0.0] * n, external=config.oracle.external
+    )
     logger.info("initial design: %d random candidates", n)
-    return Response(addition=label_flow(name, config, stores, [(c, False) for c in chosen], 0))
+    return ask(name, config, stores, [(c, False) for c in chosen], 0)
+
+
+def ask(
+    name: str,
+    config: CampaignConfig,
+    stores: CampaignStores,
+    requests: list[tuple[str, bool]],
+    next_iteration: int,
+) -> Response | dict:
+    """Hand recorded acquisitions to their oracles.
+
+    Requests for a Maker become oracle jobs followed by the ingest job and the next
+    controller. Requests for an external oracle were recorded as ``requested``: they
+    wait for ``alcampaign export`` / ``ingest``; if nothing runs in the workflow the
+    campaign goes to state ``waiting`` until ``alcampaign resume``.
+    """
+    in_workflow = [(cid, cheap) for cid, cheap in requests if cheap or not config.oracle.external]
+    if in_workflow:
+        return Response(addition=label_flow(name, config, stores, in_workflow, next_iteration))
+    stores.update_campaign(name, {"state": "waiting"})
+    logger.info(
+        "waiting for %d external answers: 'alcampaign export %s --out DIR', then "
+        "'alcampaign ingest' and 'alcampaign resume'",
+        len(requests),
+        name,
+    )
+    return {"waiting": len(requests)}
 
 
 def label_flow(
@@ -247,7 +276,9 @@ def label_flow(
     relaxation or static task document has (``output.energy``, ``structure``,
     ``output.forces``, ``output.stress``), so any atomate2 Maker can be the oracle.
     """
-    makers = {False: import_maker(config.oracle.maker, config.oracle.kwargs)}
+    makers = {}
+    if not config.oracle.external:
+        makers[False] = import_maker(config.oracle.maker, config.oracle.kwargs)
     if config.oracle.cheap is not None:
         makers[True] = import_maker(config.oracle.cheap.maker, config.oracle.cheap.kwargs)
     fidelity = {
@@ -394,6 +425,14 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     labels = stores.get_labels(
         name, properties=["candidate_id", "fidelity", "status", "energy_per_atom", "cost"]
     )
+    outstanding = [d["candidate_id"] for d in cands if d["state"] == "requested"]
+    history_before = doc.get("history") or []
+    answers_before = history_before[-1].get("n_answers", 0) if history_before else 0
+    if outstanding and len(labels) == answers_before:
+        # External questions unanswered and nothing new to learn from: keep waiting.
+        stores.update_campaign(name, {"state": "waiting"})
+        logger.info("iteration %d: waiting for %d external answers", iteration, len(outstanding))
+        return {"waiting": len(outstanding), "iteration": iteration}
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
     good = [lab for lab in dear if lab["status"] == "success"]
@@ -465,7 +504,11 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
             if config.oracle.cheap
             else np.zeros(len(cands), dtype=bool)
         )
-        k = min(config.acquisition.batch_size, config.stopping.max_oracle_calls - n_calls)
+        # Outstanding external questions count against the batch and the budget.
+        k = min(
+            config.acquisition.batch_size - len(outstanding),
+            config.stopping.max_oracle_calls - n_calls - len(outstanding),
+        )
         if not (dear_ok.any() or cheap_ok.any()):
             decision.stop, decision.reason = True, "candidate pool exhausted"
         else:
@@ -483,6 +526,7 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
                         rule_name,
                         [r.score for r in mine],
                         cheap=cheap,
+                        external=config.oracle.external and not cheap,
                     )
             chosen = [(ids[r.index], r.cheap) for r in requests]
 
@@ -491,6 +535,8 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         "n_labels": len(good),
         "n_cheap_labels": len(good_cheap),
         "n_oracle_calls": n_calls,
+        "n_answers": len(labels),
+        "n_outstanding": len(outstanding),
         "cost_spent": cost,
         "metrics": metrics,
         "decision": decision.to_dict(),
@@ -524,4 +570,7 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     )
     if decision.stop:
         return {"stopped": True, "reason": decision.reason, "iteration": iteration}
-    return Response(addition=label_flow(name, config, stores, chosen, iteration + 1))
+    if not chosen:
+        stores.update_campaign(name, {"state": "waiting"})
+        return {"waiting": len(outstanding), "iteration": iteration}
+    return ask(name, config, stores, chosen, iteration + 1)

@@ -22,7 +22,7 @@ from monty.json import jsanitize
 
 from alcampaign.config import ConfigError, embedded_store_spec, read_store_spec, validate_store_spec
 
-CANDIDATE_STATES = ("pool", "acquired", "labelled", "failed")
+CANDIDATE_STATES = ("pool", "acquired", "requested", "labelled", "failed")
 
 
 def now() -> str:
@@ -187,19 +187,22 @@ class CampaignStores:
         rule: str,
         scores: Sequence[float],
         cheap: bool = False,
+        external: bool = False,
     ) -> None:
         """Mark candidates ``acquired`` with the iteration, rule and score that chose them.
 
         Written before any oracle job runs, so a crashed campaign knows what it asked.
         ``cheap`` acquisitions (the cheap fidelity of a multi-fidelity campaign) go to
-        ``cheap_state`` and ``cheap_acquisition`` instead.
+        ``cheap_state`` and ``cheap_acquisition`` instead; ``external`` ones (an oracle
+        outside the workflow) are marked ``requested`` rather than ``acquired``.
         """
         state, info = ("cheap_state", "cheap_acquisition") if cheap else ("state", "acquisition")
+        value = "requested" if external else "acquired"
         self.update_candidates(
             campaign,
             {
                 cid: {
-                    state: "acquired",
+                    state: value,
                     info: {"iteration": iteration, "rule": rule, "score": float(s), "time": now()},
                 }
                 for cid, s in zip(ids, scores, strict=True)
