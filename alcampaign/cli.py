@@ -446,6 +446,34 @@ def ingest(
 
 
 @app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and index.html.")],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Another campaign (e.g. a random-acquisition run) drawn on the learning curve."
+        ),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Plots and one self-contained HTML page of what a campaign learned and spent."""
+    from alcampaign.report import collect, write_report
+
+    try:
+        _, stores = _open_stores(store)
+        data = collect(stores, name, baseline)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except KeyError as exc:
+        raise _fail(exc.args[0]) from None
+    info = write_report(data, out)
+    console.print(
+        f"report of {name}: {out / 'index.html'} ({len(info['plots'])} plots)", highlight=False
+    )
+
+
+@app.command()
 def resume(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     store: StoreOption = None,
@@ -475,6 +503,11 @@ def status(
     name: Annotated[str | None, typer.Argument(help="Campaign name; default: the latest.")] = None,
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Live view until the campaign stops (Ctrl-C to leave).")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes (--watch).")] = 2.0,
+    max_updates: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
     try:
@@ -489,11 +522,75 @@ def status(
     doc = stores.get_campaign(name)
     if doc is None:
         raise _fail(f"no campaign named {name!r} in this store", 1)
+    if watch:
+        _watch(stores, name, interval, max_updates)
+        return
     rec = status_record(doc)
     if as_json:
         typer.echo(json.dumps(rec, default=str))
     else:
         _print_status(rec)
+
+
+def _waiting_for(stores, doc: dict) -> str:
+    """What the controller is waiting for, in words."""
+    state = doc.get("state")
+    if state in ("stopped", "failed", "enumerated"):
+        return "nothing: the campaign is " + state
+    name = doc["name"]
+    asked = stores.candidates.count({"campaign": name, "state": "acquired"})
+    requested = stores.candidates.count({"campaign": name, "state": "requested"})
+    if requested:
+        return f"{requested} external answers (alcampaign export / ingest / resume)"
+    if asked:
+        return f"{asked} oracle jobs to finish"
+    return "its next decision"
+
+
+def _status_table(rec: dict, waiting: str) -> Table:
+    table = Table(title=f"campaign {rec['name']} (live)", show_header=True)
+    for col in ("", "value", "threshold", "met"):
+        table.add_column(col)
+    table.add_row("state", str(rec["state"]), "", "")
+    table.add_row("iteration", str(rec["iteration"]), "", "")
+    table.add_row("oracle calls", str(rec["n_oracle_calls"]), "", "")
+    criteria = {c["name"]: c for c in rec["criteria"]}
+    for k, v in rec["metrics"].items():
+        c = criteria.pop(k, None)
+        table.add_row(
+            f"cv {k}",
+            "—" if v is None else f"{v:.4g}",
+            "" if c is None else f"{c['threshold']:.4g}",
+            "" if c is None else ("yes" if c["met"] else "no"),
+        )
+    for c in criteria.values():
+        table.add_row(
+            c["name"],
+            "—" if c["value"] is None else f"{c['value']:.4g}",
+            f"{c['threshold']:.4g}",
+            "yes" if c["met"] else "no",
+        )
+    table.add_row("waiting for", waiting, "", "")
+    return table
+
+
+def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
+    import time
+
+    from rich.live import Live
+
+    n = 0
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            doc = stores.get_campaign(name)
+            live.update(_status_table(status_record(doc), _waiting_for(stores, doc)), refresh=True)
+            n += 1
+            if doc["state"] in ("stopped", "failed") or (max_updates and n >= max_updates):
+                return
+            try:
+                time.sleep(interval)
+            except KeyboardInterrupt:
+                return
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -462,6 +462,9 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
                 "training_ids": [lab["candidate_id"] for lab in good],
                 "cheap_training_ids": [lab["candidate_id"] for lab in good_cheap],
                 "fidelity_offsets": list(fitted.offsets) if fitted.multi_fidelity else None,
+                "cv_predictions": None
+                if fitted.cv is None
+                else {"mean": fitted.cv.mean.tolist(), "std": fitted.cv.std.tolist()},
                 **fitted.model.to_dict(),
                 "metrics": metrics,
                 "time": now(),

@@ -65,6 +65,7 @@ class FittedModel:
     model: Surrogate
     multi_fidelity: bool
     offsets: tuple[float, float] = (0.0, 0.0)  # (dear, cheap) target means (multi-fidelity)
+    cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom)
 
     def rows(self, X: np.ndarray, cheap: bool = False) -> np.ndarray:
         """Model rows of candidates at the dear (or cheap) fidelity."""
@@ -128,6 +129,9 @@ def fit_and_validate(
             groups,
         )
         metrics = validation_metrics(y, cv, kind)
+        dear = cv.subset(np.arange(data.dear_y.size))
+        dear.mean = dear.mean + (offsets[0] if mf else 0.0)
+        fitted.cv = dear
     return fitted, metrics
 
 
