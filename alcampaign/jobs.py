@@ -454,6 +454,12 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     fitted, diversity, domain_summary = None, None, None
     if good:
         fitted, metrics = learning.fit_and_validate(config, data, rng)
+        domain = learning.assess_domain(config, X, data.dear_index)
+        flagged = np.flatnonzero(domain["flagged"])
+        domain_summary = {"n_flagged": int(flagged.size), "limits": domain["limits"]}
+        # Flags are kept as one block in the model document, not written to every
+        # flagged candidate: early on most of the pool is flagged, and per-document
+        # updates cost O(pool) each on the embedded store.
         stores.add_model(
             {
                 "campaign": name,
@@ -467,23 +473,15 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
                 else {"mean": fitted.cv.mean.tolist(), "std": fitted.cv.std.tolist()},
                 **fitted.model.to_dict(),
                 "metrics": metrics,
+                "domain": {
+                    **domain_summary,
+                    "flagged_ids": [ids[i] for i in flagged],
+                    "mahalanobis": domain["mahalanobis"][flagged].tolist(),
+                    "leverage": domain["leverage"][flagged].tolist(),
+                },
                 "time": now(),
             }
         )
-        domain = learning.assess_domain(config, X, data.dear_index)
-        flagged = np.flatnonzero(domain["flagged"])
-        stores.set_domain_flags(
-            name,
-            {
-                ids[i]: {
-                    "mahalanobis": float(domain["mahalanobis"][i]),
-                    "leverage": float(domain["leverage"][i]),
-                    "iteration": iteration,
-                }
-                for i in flagged
-            },
-        )
-        domain_summary = {"n_flagged": int(flagged.size), "limits": domain["limits"]}
         diversity = learning.diversity(config, X, data.dear_index)
 
     rmse_history = [

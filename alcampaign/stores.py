@@ -209,20 +209,6 @@ class CampaignStores:
             },
         )
 
-    def set_domain_flags(self, campaign: str, flags: dict[str, dict]) -> None:
-        """Record the candidates outside the domain of applicability.
-
-        ``flags`` maps the flagged ids to their measures; candidates flagged before and
-        not now have their ``domain`` field cleared. Only flagged candidates are
-        written, so an iteration costs O(flagged), not O(pool).
-        """
-        before = {
-            d["candidate_id"] for d in self.candidate_table(campaign, [], {"domain.flagged": True})
-        }
-        cleared = {cid: {"domain": None} for cid in before - set(flags)}
-        flagged = {cid: {"domain": {**v, "flagged": True}} for cid, v in flags.items()}
-        self.update_candidates(campaign, {**cleared, **flagged})
-
     # -- labels ------------------------------------------------------------------
 
     def add_labels(self, docs: Sequence[dict]) -> int:

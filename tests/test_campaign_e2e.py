@@ -229,9 +229,11 @@ def test_every_rule_runs_a_campaign(overrides, memory_store, write_config, tmp_p
         "radius",
     }
     assert 0 < last["diversity"]["coverage"] <= 1
-    assert last["domain"]["n_flagged"] == stores.candidates.count(
-        {"campaign": cfg.name, "domain.flagged": True}
-    )
+    model = stores.latest_model(cfg.name)
+    assert last["domain"]["n_flagged"] == len(model["domain"]["flagged_ids"])
+    assert len(model["domain"]["leverage"]) == last["domain"]["n_flagged"]
+    if model["domain"]["flagged_ids"]:
+        assert min(model["domain"]["leverage"]) > 0
     names = {c["name"] for c in doc["criteria"]}
     assert {"budget", "failure_fraction", "rmse"} <= names
     labels = stores.get_labels(cfg.name)

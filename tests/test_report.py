@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from alcampaign.cli import app
 from alcampaign.report import calibration_curve
+
 from conftest import small_config_dict
 
 runner = CliRunner()
@@ -19,8 +20,11 @@ runner = CliRunner()
 def campaign(alc_home, write_config):
     cfg = small_config_dict(stopping={"max_oracle_calls": 10})
     assert runner.invoke(app, ["run", str(write_config(cfg))]).exit_code == 0
-    base = small_config_dict(name="baseline", acquisition={"rule": "random", "batch_size": 2},
-                             stopping={"max_oracle_calls": 10})
+    base = small_config_dict(
+        name="baseline",
+        acquisition={"rule": "random", "batch_size": 2},
+        stopping={"max_oracle_calls": 10},
+    )
     assert runner.invoke(app, ["run", str(write_config(base, "b.yaml"))]).exit_code == 0
     return "test-cuau"
 
@@ -29,8 +33,16 @@ def test_report_files_and_numbers(campaign, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", campaign, "--out", str(out), "--baseline", "baseline"])
     assert result.exit_code == 0, result.output
-    expected = {"learning_curve", "parity", "calibration", "error_vs_uncertainty",
-                "convex_hull", "acquisitions", "coverage_diversity", "cost"}
+    expected = {
+        "learning_curve",
+        "parity",
+        "calibration",
+        "error_vs_uncertainty",
+        "convex_hull",
+        "acquisitions",
+        "coverage_diversity",
+        "cost",
+    }
     for key in expected:
         png = out / f"{key}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -60,8 +72,9 @@ def test_calibration_curve_closed_form():
 
 
 def test_live_status_view(campaign):
-    result = runner.invoke(app, ["status", campaign, "--watch", "--interval", "0.01",
-                                 "--max-updates", "2"])
+    result = runner.invoke(
+        app, ["status", campaign, "--watch", "--interval", "0.01", "--max-updates", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "live" in result.output and "waiting for" in result.output
     assert "rmse" in result.output and "stopped" in result.output

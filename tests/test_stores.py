@@ -58,15 +58,6 @@ def test_acquisitions_and_updates(stores):
     assert doc["state"] == "pool" and doc["cheap_state"] == "acquired"
 
 
-def test_domain_flags_are_replaced(stores):
-    stores.insert_candidates("c", _cands(4))
-    stores.set_domain_flags("c", {"id000": {"leverage": 2.0}, "id001": {"leverage": 3.0}})
-    stores.set_domain_flags("c", {"id001": {"leverage": 1.5}, "id002": {"leverage": 9.0}})
-    flagged = stores.candidate_table("c", ["domain"], {"domain.flagged": True})
-    assert [d["candidate_id"] for d in flagged] == ["id001", "id002"]
-    assert flagged[0]["domain"]["leverage"] == 1.5
-
-
 def test_labels_are_never_duplicated_or_overwritten(stores):
     lab = {
         "campaign": "c",
