@@ -474,6 +474,92 @@ def report(
 
 
 @app.command()
+def query(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    formula: Annotated[str | None, typer.Option(help="Reduced formula, e.g. CuAu.")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="pool, acquired, requested, labelled or failed.")] = None,
+    emin: Annotated[float | None, typer.Option(help="Lowest energy per atom (eV/atom).")] = None,
+    emax: Annotated[float | None, typer.Option(help="Highest energy per atom (eV/atom).")] = None,
+    iteration: Annotated[int | None, typer.Option(help="Acquired in this iteration.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 50,
+    store: StoreOption = None,
+) -> None:
+    """Read candidates and their labels back from the stores, with filters.
+
+    The energy is the oracle label where one exists, else the CHGNet prescreen energy;
+    the column ``source`` says which.
+    """
+    import csv
+    import io
+
+    from alcampaign.stores import CANDIDATE_STATES
+
+    if fmt not in ("table", "json", "csv"):
+        raise _fail(f"--format {fmt!r}: choose table, json or csv")
+    if state is not None and state not in CANDIDATE_STATES:
+        raise _fail(f"--state {state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
+    try:
+        _, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store")
+    criteria: dict = {}
+    if formula:
+        criteria["formula"] = formula
+    if state:
+        criteria["state"] = state
+    if iteration is not None:
+        criteria["acquisition.iteration"] = iteration
+    cands = stores.candidate_table(
+        name, ["formula", "n_sites", "state", "acquisition", "prescreen.energy_per_atom"],
+        criteria)
+    fidelity = doc["config"]["oracle"]["fidelity"]
+    labels = {lab["candidate_id"]: lab for lab in stores.get_labels(
+        name, fidelity, ["energy_per_atom", "status"])}
+    rows = []
+    for c in cands:
+        lab = labels.get(c["candidate_id"])
+        if lab and lab.get("energy_per_atom") is not None:
+            energy, source = lab["energy_per_atom"], fidelity
+        else:
+            energy = (c.get("prescreen") or {}).get("energy_per_atom")
+            source = "chgnet" if energy is not None else None
+        if (emin is not None or emax is not None) and energy is None:
+            continue
+        if (emin is not None and energy < emin) or (emax is not None and energy > emax):
+            continue
+        rows.append({"candidate_id": c["candidate_id"], "formula": c.get("formula"),
+                     "n_sites": c.get("n_sites"), "state": c.get("state"),
+                     "iteration": (c.get("acquisition") or {}).get("iteration"),
+                     "energy_per_atom": energy, "source": source})
+    rows.sort(key=lambda r: (r["energy_per_atom"] is None, r["energy_per_atom"] or 0.0))
+    shown = rows if limit == 0 else rows[:limit]
+    if fmt == "json":
+        typer.echo(json.dumps(shown))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, list(shown[0]) if shown else ["candidate_id"])
+        writer.writeheader()
+        writer.writerows(shown)
+        typer.echo(buf.getvalue().rstrip("\n"))
+    else:
+        table = Table(title=f"{name}: {len(shown)} of {len(rows)} candidates")
+        for col in ("candidate_id", "formula", "n_sites", "state", "iteration",
+                    "energy_per_atom", "source"):
+            table.add_column(col)
+        for r in shown:
+            e = r["energy_per_atom"]
+            table.add_row(r["candidate_id"], str(r["formula"]), str(r["n_sites"]), r["state"],
+                          "" if r["iteration"] is None else str(r["iteration"]),
+                          "" if e is None else f"{e:.5f}", str(r["source"] or ""))
+        console.print(table)
+
+
+@app.command()
 def resume(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     store: StoreOption = None,

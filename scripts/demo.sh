@@ -14,3 +14,5 @@ fi
 echo
 echo "status as JSON:  .venv/bin/alcampaign status $name --json"
 .venv/bin/alcampaign status "$name" --json
+echo
+echo "pictures of what it learned and spent: .venv/bin/alcampaign report $name --out report"
