@@ -210,3 +210,33 @@ def test_check_answer_structure_match():
         check_answer(Answer("x", "f"), a)
     with pytest.raises(AnswerError, match="no such file"):
         read_answers(Path("/nonexistent/answers.csv"))
+
+
+def test_mixed_mode_cheap_maker_in_the_workflow_dear_oracle_outside(alc_home, write_config,
+                                                                    tmp_path):
+    cfg = small_config_dict(
+        acquisition={"rule": "cost_aware", "batch_size": 4},
+        initial_design={"n_initial": 4},
+        oracle={"maker": "external", "fidelity": "dft", "cost": 1.0,
+                "cheap": {"maker": "atomate2.ase.jobs.EmtRelaxMaker", "fidelity": "emt",
+                          "kwargs": ORACLE_KWARGS, "cost": 0.01}},
+        stopping={"max_oracle_calls": 8},
+    )
+    assert runner.invoke(app, ["run", str(write_config(cfg))]).exit_code == 0
+    stores = _stores()
+    manifest = _export("test-cuau", tmp_path / "q0", "extxyz")
+    ids = [q["candidate_id"] for q in manifest["questions"]]
+    _answer_extxyz(manifest, tmp_path / "q0", tmp_path / "a0.extxyz", ids)
+    assert runner.invoke(app, ["ingest", "test-cuau", str(tmp_path / "a0.extxyz")]).exit_code == 0
+    result = runner.invoke(app, ["resume", "test-cuau"])
+    assert result.exit_code == 0, result.output
+    labels = stores.get_labels("test-cuau")
+    cheap = [lab for lab in labels if lab["fidelity"] == "emt"]
+    dear = [lab for lab in labels if lab["fidelity"] == "dft"]
+    assert len(dear) == 4 and all(lab["oracle"]["maker"] == "external" for lab in dear)
+    # The cheap questions ran as EMT jobs inside the workflow; dear ones wait outside.
+    assert cheap and all(lab["job_uuid"] for lab in cheap)
+    doc = stores.get_campaign("test-cuau")
+    assert doc["state"] in ("waiting", "stopped")
+    if doc["state"] == "waiting":
+        assert stores.candidates.count({"campaign": "test-cuau", "state": "requested"}) > 0
