@@ -75,6 +75,18 @@ def _open_stores(store_file: Path | None):
     return job_store, CampaignStores.from_job_store(job_store)
 
 
+def _campaign_or_fail(store_file: Path | None, name: str):
+    """Open the stores and read a campaign; exit 2 with a clear message if either fails."""
+    try:
+        job_store, stores = _open_stores(store_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    doc = stores.get_campaign(name)
+    if doc is None:
+        raise _fail(f"no campaign named {name!r} in this store")
+    return job_store, stores, doc
+
+
 def preflight(config: CampaignConfig, check_oracles: bool = True):
     """Check everything that can be checked before anything is written.
 
@@ -340,13 +352,7 @@ def export(
 
     if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    try:
-        _, stores = _open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
+    _, stores, doc = _campaign_or_fail(store, name)
     requests = stores.candidate_table(name, ["structure", "acquisition"], {"state": "requested"})
     if not requests:
         console.print(f"campaign {name} has no open questions (state {doc['state']})")
@@ -372,13 +378,7 @@ def ingest(
     from alcampaign.answers import AnswerError, check_answer, read_answers
     from alcampaign.stores import now
 
-    try:
-        _, stores = _open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
+    _, stores, doc = _campaign_or_fail(store, name)
     config = CampaignConfig.model_validate(doc["config"])
     fidelity = config.oracle.fidelity
     table = {
@@ -500,13 +500,7 @@ def query(
         raise _fail(f"--format {fmt!r}: choose table, json or csv")
     if state is not None and state not in CANDIDATE_STATES:
         raise _fail(f"--state {state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
-    try:
-        _, stores = _open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
+    _, stores, doc = _campaign_or_fail(store, name)
     criteria: dict = {}
     if formula:
         criteria["formula"] = formula
@@ -567,13 +561,7 @@ def resume(
     """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
     from alcampaign.flows import resume_flow
 
-    try:
-        job_store, stores = _open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
+    job_store, stores, doc = _campaign_or_fail(store, name)
     if doc["state"] in ("stopped", "failed", "enumerated"):
         console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
         _finish(doc, name, store)
