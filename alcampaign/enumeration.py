@@ -50,12 +50,6 @@ class Parent:
     source: str
     oxidation_states: dict[str, float] | None = None
 
-    @property
-    def sublattice_summary(self) -> str:
-        """A human-readable description of the sites being ordered."""
-        parts = sorted({"/".join(s) for s in self.chemical_symbols if len(s) > 1})
-        return ", ".join(parts)
-
 
 @dataclass
 class Ordering:

@@ -167,14 +167,3 @@ class RadialPairFeaturizer:
         )
         kind = np.r_[0, np.ones(3 * len(atoms), dtype=int)]
         return rows, kind
-
-    def describe(self) -> dict:
-        """What the features are, for the ``models`` store."""
-        return {
-            "kind": "radial_pair",
-            "species": self.species,
-            "r_cut": self.r_cut,
-            "n_radial": self.n_radial,
-            "r_min": self.r_min,
-            "n_features": self.n_features,
-        }

@@ -131,7 +131,8 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
     doc, config = _campaign(stores, name)
     t0 = time.perf_counter()
     parent, orderings = orderings_from_config(config, Structure.from_dict(doc["parent"]))
-    features = featurizer_for(config, parent).featurize([o.atoms for o in orderings])
+    featurizer = featurizer_for(config, parent)
+    features = featurizer.featurize([o.atoms for o in orderings])
     docs, seen = [], set()
     for ordering, x in zip(orderings, features, strict=True):
         cid = candidate_id(ordering.structure)
@@ -163,6 +164,7 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
         "n_candidates": len(docs),
         "n_new": n_new,
         "n_features": int(features.shape[1]),
+        "featurizer": featurizer.describe(),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     stores.update_campaign(name, {"enumeration": summary})
