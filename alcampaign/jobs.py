@@ -402,10 +402,11 @@ def _compositions(docs: list[dict]) -> np.ndarray:
 def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     """Read the stores, update the model, judge the stopping rules, and stop or go on.
 
-    Records the model (``models``), domain-of-applicability flags (``candidates``), the
-    decision with metrics, criteria and diversity (the campaign ``history``), and, when
-    going on, the acquisitions (candidates ``acquired``) before it adds the oracle jobs,
-    the ingest job and ``controller(iteration + 1)``.
+    Records the model with its domain-of-applicability flags (``models``), the decision
+    with metrics, criteria and diversity (the campaign ``history``), and, when going on,
+    the acquisitions (candidates ``acquired``, or ``requested`` from an external oracle)
+    before it adds the oracle jobs, the ingest job and ``controller(iteration + 1)``.
+    With external questions open and no new answer it only records ``waiting``.
     """
     stores = _stores()
     doc, config = _campaign(stores, name)
