@@ -12,6 +12,7 @@ thread for the duration of the call: two threads on two busy cores were much slo
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -31,11 +32,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@functools.cache
 def load_chgnet():
-    """The CHGNet model shipped inside the chgnet package (no download)."""
+    """The CHGNet model shipped inside the chgnet package (no download), once per process."""
+    import io
+
     from chgnet.model import CHGNet
 
-    return CHGNet.load(verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner even when quiet
+        return CHGNet.load(verbose=False)
 
 
 def check_elements(elements: Iterable[str], model) -> None:
