@@ -477,8 +477,9 @@ def report(
 def query(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     formula: Annotated[str | None, typer.Option(help="Reduced formula, e.g. CuAu.")] = None,
-    state: Annotated[str | None, typer.Option(
-        help="pool, acquired, requested, labelled or failed.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="pool, acquired, requested, labelled or failed.")
+    ] = None,
     emin: Annotated[float | None, typer.Option(help="Lowest energy per atom (eV/atom).")] = None,
     emax: Annotated[float | None, typer.Option(help="Highest energy per atom (eV/atom).")] = None,
     iteration: Annotated[int | None, typer.Option(help="Acquired in this iteration.")] = None,
@@ -509,11 +510,13 @@ def query(
     if iteration is not None:
         criteria["acquisition.iteration"] = iteration
     cands = stores.candidate_table(
-        name, ["formula", "n_sites", "state", "acquisition", "prescreen.energy_per_atom"],
-        criteria)
+        name, ["formula", "n_sites", "state", "acquisition", "prescreen.energy_per_atom"], criteria
+    )
     fidelity = doc["config"]["oracle"]["fidelity"]
-    labels = {lab["candidate_id"]: lab for lab in stores.get_labels(
-        name, fidelity, ["energy_per_atom", "status"])}
+    labels = {
+        lab["candidate_id"]: lab
+        for lab in stores.get_labels(name, fidelity, ["energy_per_atom", "status"])
+    }
     rows = []
     for c in cands:
         lab = labels.get(c["candidate_id"])
@@ -526,10 +529,17 @@ def query(
             continue
         if (emin is not None and energy < emin) or (emax is not None and energy > emax):
             continue
-        rows.append({"candidate_id": c["candidate_id"], "formula": c.get("formula"),
-                     "n_sites": c.get("n_sites"), "state": c.get("state"),
-                     "iteration": (c.get("acquisition") or {}).get("iteration"),
-                     "energy_per_atom": energy, "source": source})
+        rows.append(
+            {
+                "candidate_id": c["candidate_id"],
+                "formula": c.get("formula"),
+                "n_sites": c.get("n_sites"),
+                "state": c.get("state"),
+                "iteration": (c.get("acquisition") or {}).get("iteration"),
+                "energy_per_atom": energy,
+                "source": source,
+            }
+        )
     rows.sort(key=lambda r: (r["energy_per_atom"] is None, r["energy_per_atom"] or 0.0))
     shown = rows if limit == 0 else rows[:limit]
     if fmt == "json":
@@ -542,14 +552,27 @@ def query(
         typer.echo(buf.getvalue().rstrip("\n"))
     else:
         table = Table(title=f"{name}: {len(shown)} of {len(rows)} candidates")
-        for col in ("candidate_id", "formula", "n_sites", "state", "iteration",
-                    "energy_per_atom", "source"):
+        for col in (
+            "candidate_id",
+            "formula",
+            "n_sites",
+            "state",
+            "iteration",
+            "energy_per_atom",
+            "source",
+        ):
             table.add_column(col)
         for r in shown:
             e = r["energy_per_atom"]
-            table.add_row(r["candidate_id"], str(r["formula"]), str(r["n_sites"]), r["state"],
-                          "" if r["iteration"] is None else str(r["iteration"]),
-                          "" if e is None else f"{e:.5f}", str(r["source"] or ""))
+            table.add_row(
+                r["candidate_id"],
+                str(r["formula"]),
+                str(r["n_sites"]),
+                r["state"],
+                "" if r["iteration"] is None else str(r["iteration"]),
+                "" if e is None else f"{e:.5f}",
+                str(r["source"] or ""),
+            )
         console.print(table)
 
 

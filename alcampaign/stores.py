@@ -48,9 +48,11 @@ def load_job_store(path: str | Path | None = None):
 
 
 def connect_job_store(store) -> None:
-    """Connect every store of a JobStore, with an error that says what to fix."""
+    """Connect every store of a JobStore and make one round trip, so that an unreachable
+    database fails here, with an error that says what to fix, before anything runs."""
     try:
         store.connect()
+        store.additional_stores["campaigns"].count({"name": "__ping__"})
     except Exception as exc:
         raise ConfigError(
             f"could not connect to the database ({type(store.docs_store).__name__}): {exc}. "

@@ -189,24 +189,42 @@ def test_vasp_config_builds_relaxation_jobs(write_config):
 
 
 def test_query_filters_and_formats(finished):
-    rows = json.loads(runner.invoke(app, ["query", "test-cuau", "--format", "json",
-                                          "--limit", "0"]).output)
+    rows = json.loads(
+        runner.invoke(app, ["query", "test-cuau", "--format", "json", "--limit", "0"]).output
+    )
     assert len(rows) == 29
-    labelled = json.loads(runner.invoke(app, ["query", "test-cuau", "--state", "labelled",
-                                              "--format", "json"]).output)
+    labelled = json.loads(
+        runner.invoke(app, ["query", "test-cuau", "--state", "labelled", "--format", "json"]).output
+    )
     assert len(labelled) == 6 and all(r["source"] == "emt" for r in labelled)
     energies = [r["energy_per_atom"] for r in labelled]
     assert energies == sorted(energies)
     lo, hi = energies[1], energies[3]
-    window = json.loads(runner.invoke(app, ["query", "test-cuau", "--state", "labelled",
-                                            "--emin", str(lo), "--emax", str(hi),
-                                            "--format", "json"]).output)
+    window = json.loads(
+        runner.invoke(
+            app,
+            [
+                "query",
+                "test-cuau",
+                "--state",
+                "labelled",
+                "--emin",
+                str(lo),
+                "--emax",
+                str(hi),
+                "--format",
+                "json",
+            ],
+        ).output
+    )
     assert [r["energy_per_atom"] for r in window] == energies[1:4]
-    cuau = json.loads(runner.invoke(app, ["query", "test-cuau", "--formula", "CuAu",
-                                          "--format", "json"]).output)
+    cuau = json.loads(
+        runner.invoke(app, ["query", "test-cuau", "--formula", "CuAu", "--format", "json"]).output
+    )
     assert cuau and {r["formula"] for r in cuau} == {"CuAu"}
-    first = json.loads(runner.invoke(app, ["query", "test-cuau", "--iteration", "0",
-                                           "--format", "json"]).output)
+    first = json.loads(
+        runner.invoke(app, ["query", "test-cuau", "--iteration", "0", "--format", "json"]).output
+    )
     assert len(first) == 4 and {r["iteration"] for r in first} == {0}
     csv_out = runner.invoke(app, ["query", "test-cuau", "--state", "labelled", "--format", "csv"])
     assert csv_out.output.splitlines()[0].startswith("candidate_id,formula")

@@ -212,14 +212,23 @@ def test_check_answer_structure_match():
         read_answers(Path("/nonexistent/answers.csv"))
 
 
-def test_mixed_mode_cheap_maker_in_the_workflow_dear_oracle_outside(alc_home, write_config,
-                                                                    tmp_path):
+def test_mixed_mode_cheap_maker_in_the_workflow_dear_oracle_outside(
+    alc_home, write_config, tmp_path
+):
     cfg = small_config_dict(
         acquisition={"rule": "cost_aware", "batch_size": 4},
         initial_design={"n_initial": 4},
-        oracle={"maker": "external", "fidelity": "dft", "cost": 1.0,
-                "cheap": {"maker": "atomate2.ase.jobs.EmtRelaxMaker", "fidelity": "emt",
-                          "kwargs": ORACLE_KWARGS, "cost": 0.01}},
+        oracle={
+            "maker": "external",
+            "fidelity": "dft",
+            "cost": 1.0,
+            "cheap": {
+                "maker": "atomate2.ase.jobs.EmtRelaxMaker",
+                "fidelity": "emt",
+                "kwargs": ORACLE_KWARGS,
+                "cost": 0.01,
+            },
+        },
         stopping={"max_oracle_calls": 8},
     )
     assert runner.invoke(app, ["run", str(write_config(cfg))]).exit_code == 0
