@@ -166,28 +166,45 @@ def status_record(doc: dict) -> dict:
     }
 
 
-def _print_status(rec: dict) -> None:
-    table = Table(title=f"campaign {rec['name']}", show_header=False)
-    table.add_row("state", str(rec["state"]))
-    table.add_row("iteration", str(rec["iteration"]))
-    table.add_row("oracle calls", str(rec["n_oracle_calls"]))
-    table.add_row("candidates", str(rec["n_candidates"]))
+def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> Table:
+    """One table for ``status`` and the live view: counts, each metric against its
+    threshold, the other stopping criteria, the stop reason and what is awaited."""
+    title = f"campaign {rec['name']}" + (" (live)" if live else "")
+    table = Table(title=title)
+    for col in ("", "value", "threshold", "met"):
+        table.add_column(col)
+    table.add_row("state", str(rec["state"]), "", "")
+    table.add_row("iteration", str(rec["iteration"]), "", "")
+    table.add_row("oracle calls", str(rec["n_oracle_calls"]), "", "")
+    table.add_row("candidates", str(rec["n_candidates"]), "", "")
+    criteria = {c["name"]: c for c in rec["criteria"]}
     for k, v in rec["metrics"].items():
+        c = criteria.pop(k, None)
         unit = " eV/atom" if k in ("rmse", "mae") else ""
-        table.add_row(f"cv {k}", "—" if v is None else f"{v:.4g}{unit}")
-    for c in rec["criteria"]:
-        value = "—" if c["value"] is None else f"{c['value']:.4g}"
-        mark = "[green]met[/]" if c["met"] else "not met"
-        table.add_row(f"rule {c['name']}", f"{value} vs {c['threshold']:.4g}: {mark}")
+        table.add_row(
+            f"cv {k}",
+            "—" if v is None else f"{v:.4g}{unit}",
+            "" if c is None else f"{c['threshold']:.4g}",
+            "" if c is None else ("yes" if c["met"] else "no"),
+        )
+    for c in criteria.values():
+        table.add_row(
+            c["name"],
+            "—" if c["value"] is None else f"{c['value']:.4g}",
+            f"{c['threshold']:.4g}",
+            "yes" if c["met"] else "no",
+        )
     if rec["stop_reason"]:
-        table.add_row("stop reason", rec["stop_reason"])
-    console.print(table)
+        table.add_row("stop reason", rec["stop_reason"], "", "")
+    if waiting is not None:
+        table.add_row("waiting for", waiting, "", "")
+    return table
 
 
 def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
     if doc is None:
         raise _fail(f"campaign {name} was not created; see the errors above", 1)
-    _print_status(status_record(doc))
+    console.print(status_table(status_record(doc)))
     where = store_file or (alcampaign_home() / "db")
     console.print(
         f"results stored in {where}; see them again with 'alcampaign status {name}'",
@@ -376,7 +393,7 @@ def ingest(
     already stored are skipped (ingesting twice changes nothing).
     """
     from alcampaign.answers import AnswerError, check_answer, read_answers
-    from alcampaign.stores import now
+    from alcampaign.stores import label_document
 
     _, stores, doc = _campaign_or_fail(store, name)
     config = CampaignConfig.model_validate(doc["config"])
@@ -405,25 +422,19 @@ def ingest(
                         f"(state {table[cid]['state']})"
                     )
                 question = Structure.from_dict(table[cid]["structure"])
-                e = check_answer(answer, question)
-                final = answer.structure or question
                 labels.append(
-                    {
-                        "campaign": name,
-                        "candidate_id": cid,
-                        "fidelity": fidelity,
-                        "status": "success",
-                        "energy_per_atom": e,
-                        "energy": e * len(final),
-                        "forces": answer.forces,
-                        "stress": answer.stress,
-                        "final_structure": final.as_dict(),
-                        "oracle": {"maker": EXTERNAL, "source": str(answer.source)},
-                        "job_uuid": None,
-                        "cost": config.oracle.cost,
-                        "iteration": (table[cid].get("acquisition") or {}).get("iteration"),
-                        "time": now(),
-                    }
+                    label_document(
+                        name,
+                        cid,
+                        fidelity,
+                        oracle={"maker": EXTERNAL, "source": str(answer.source)},
+                        cost=config.oracle.cost,
+                        iteration=(table[cid].get("acquisition") or {}).get("iteration"),
+                        energy_per_atom=check_answer(answer, question),
+                        structure=answer.structure or question,
+                        forces=answer.forces,
+                        stress=answer.stress,
+                    )
                 )
             # The whole file is checked before anything of it is stored.
             stored += stores.add_labels(labels)
@@ -431,8 +442,7 @@ def ingest(
             labelled |= {lab["candidate_id"] for lab in labels}
         except AnswerError as exc:
             errors.append(str(exc))
-    n_calls = len(stores.get_labels(name, fidelity, ["status"]))
-    stores.update_campaign(name, {"n_oracle_calls": n_calls})
+    stores.update_counts(name, fidelity)
     open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
     console.print(
         f"stored {stored} answers ({skipped} already stored); {open_questions} "
@@ -626,7 +636,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(rec, default=str))
     else:
-        _print_status(rec)
+        console.print(status_table(rec))
 
 
 def _waiting_for(stores, doc: dict) -> str:
@@ -644,33 +654,6 @@ def _waiting_for(stores, doc: dict) -> str:
     return "its next decision"
 
 
-def _status_table(rec: dict, waiting: str) -> Table:
-    table = Table(title=f"campaign {rec['name']} (live)", show_header=True)
-    for col in ("", "value", "threshold", "met"):
-        table.add_column(col)
-    table.add_row("state", str(rec["state"]), "", "")
-    table.add_row("iteration", str(rec["iteration"]), "", "")
-    table.add_row("oracle calls", str(rec["n_oracle_calls"]), "", "")
-    criteria = {c["name"]: c for c in rec["criteria"]}
-    for k, v in rec["metrics"].items():
-        c = criteria.pop(k, None)
-        table.add_row(
-            f"cv {k}",
-            "—" if v is None else f"{v:.4g}",
-            "" if c is None else f"{c['threshold']:.4g}",
-            "" if c is None else ("yes" if c["met"] else "no"),
-        )
-    for c in criteria.values():
-        table.add_row(
-            c["name"],
-            "—" if c["value"] is None else f"{c['value']:.4g}",
-            f"{c['threshold']:.4g}",
-            "yes" if c["met"] else "no",
-        )
-    table.add_row("waiting for", waiting, "", "")
-    return table
-
-
 def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
     import time
 
@@ -680,7 +663,10 @@ def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
     with Live(console=console, auto_refresh=False) as live:
         while True:
             doc = stores.get_campaign(name)
-            live.update(_status_table(status_record(doc), _waiting_for(stores, doc)), refresh=True)
+            live.update(
+                status_table(status_record(doc), _waiting_for(stores, doc), live=True),
+                refresh=True,
+            )
             n += 1
             if doc["state"] in ("stopped", "failed") or (max_updates and n >= max_updates):
                 return

@@ -33,7 +33,7 @@ from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.enumeration import candidate_id, orderings_from_config
 from alcampaign.features import ClusterVectorFeaturizer
 from alcampaign.stopping import METRIC_NAMES, judge
-from alcampaign.stores import CampaignStores, now
+from alcampaign.stores import CampaignStores, label_document, now
 
 logger = logging.getLogger("alcampaign")
 
@@ -348,31 +348,21 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
         energy = a.get("energy")
-        label = {
-            "campaign": name,
-            "candidate_id": cid,
-            "fidelity": fid.fidelity,
-            "oracle": {"maker": fid.maker, "kwargs": fid.kwargs},
-            "job_uuid": a.get("job_uuid"),
-            "cost": fid.cost,
-            "iteration": info.get("iteration"),
-            "time": now(),
-        }
-        if energy is None or structure is None:
-            label.update(
-                status="failed",
-                energy_per_atom=None,
-                error="the oracle job produced no energy (it failed)",
-            )
-        else:
-            label.update(
-                status="success",
-                energy=float(energy),
-                energy_per_atom=float(energy) / len(structure),
-                forces=a.get("forces"),
-                stress=a.get("stress"),
-                final_structure=structure.as_dict(),
-            )
+        ok = energy is not None and structure is not None
+        label = label_document(
+            name,
+            cid,
+            fid.fidelity,
+            oracle={"maker": fid.maker, "kwargs": fid.kwargs},
+            cost=fid.cost,
+            iteration=info.get("iteration"),
+            job_uuid=a.get("job_uuid"),
+            energy_per_atom=float(energy) / len(structure) if ok else None,
+            structure=structure,
+            forces=a.get("forces"),
+            stress=a.get("stress"),
+            error="the oracle job produced no energy (it failed)",
+        )
         moved.setdefault(
             (cheap, "labelled" if label["status"] == "success" else "failed"), []
         ).append(cid)
@@ -380,10 +370,7 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     n_new = stores.add_labels(labels)
     for (cheap, state), cids in moved.items():
         stores.set_state(name, cids, state, cheap=cheap)
-    calls = stores.get_labels(name, properties=["fidelity", "cost"])
-    n_calls = sum(lab["fidelity"] == config.oracle.fidelity for lab in calls)
-    cost = float(sum(lab.get("cost") or 0.0 for lab in calls))
-    stores.update_campaign(name, {"n_oracle_calls": n_calls, "cost_spent": cost})
+    n_calls, _ = stores.update_counts(name, config.oracle.fidelity)
     n_failed = sum(len(v) for (_, st), v in moved.items() if st == "failed")
     logger.info(
         "ingested %d answers (%d failed); %d oracle calls so far", len(labels), n_failed, n_calls

@@ -133,8 +133,9 @@ def hull_table(data: CampaignData) -> dict | None:
     }
 
 
-def summary(data: CampaignData) -> dict:
-    """The numbers the report shows (also written to ``summary.json``)."""
+def summary(data: CampaignData, hull: dict | None) -> dict:
+    """The numbers the report shows (also written to ``summary.json``); ``hull`` is
+    :func:`hull_table` of the same data."""
     doc = data.doc
     out = {
         "name": doc["name"],
@@ -154,7 +155,6 @@ def summary(data: CampaignData) -> dict:
         out["cv_ece_recomputed"] = expected_calibration_error(
             y, np.array(cv["mean"]), np.array(cv["std"])
         )
-    hull = hull_table(data)
     if hull:
         out["ground_states"] = hull["ground_states"]
         out["hull_method"] = hull["method"]
@@ -169,7 +169,7 @@ def _cv_targets(data: CampaignData) -> np.ndarray:
 # -- plots ---------------------------------------------------------------------------
 
 
-def _figures(data: CampaignData):
+def _figures(data: CampaignData, hull: dict | None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +233,6 @@ def _figures(data: CampaignData):
         ax.legend(fontsize=7)
         figs["error_vs_uncertainty"] = fig
 
-    hull = hull_table(data)
     if hull:
         fig, ax = new(
             f"Convex hull ({hull['method']})",
@@ -305,7 +304,8 @@ def write_report(data: CampaignData, out: Path) -> dict:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    figs = _figures(data)
+    hull = hull_table(data)  # PhaseDiagram once, for the plot and the summary
+    figs = _figures(data, hull)
     images = {}
     for key, fig in figs.items():
         path = out / f"{key}.png"
@@ -313,7 +313,7 @@ def write_report(data: CampaignData, out: Path) -> dict:
         fig.savefig(path)
         plt.close(fig)
         images[key] = base64.b64encode(path.read_bytes()).decode()
-    info = summary(data)
+    info = summary(data, hull)
     info["plots"] = sorted(f"{k}.png" for k in images)
     (out / "summary.json").write_text(json.dumps(info, indent=1, default=str))
 

@@ -30,6 +30,47 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def label_document(
+    campaign: str,
+    candidate_id: str,
+    fidelity: str,
+    *,
+    oracle: dict,
+    cost: float,
+    iteration: int | None,
+    energy_per_atom: float | None = None,
+    structure=None,
+    forces=None,
+    stress=None,
+    job_uuid: str | None = None,
+    error: str | None = None,
+) -> dict:
+    """A ``labels`` document: ``success`` with an energy and a final structure, else
+    ``failed`` with the error."""
+    doc = {
+        "campaign": campaign,
+        "candidate_id": candidate_id,
+        "fidelity": fidelity,
+        "oracle": oracle,
+        "job_uuid": job_uuid,
+        "cost": cost,
+        "iteration": iteration,
+        "time": now(),
+    }
+    if energy_per_atom is None:
+        doc.update(status="failed", energy_per_atom=None, error=error or "no energy")
+    else:
+        doc.update(
+            status="success",
+            energy_per_atom=float(energy_per_atom),
+            energy=float(energy_per_atom) * len(structure),
+            forces=forces,
+            stress=stress,
+            final_structure=structure.as_dict(),
+        )
+    return doc
+
+
 def job_store_from_spec(spec: dict):
     """Build a jobflow ``JobStore`` from a validated spec dict."""
     from jobflow import JobStore
@@ -243,6 +284,15 @@ class CampaignStores:
         props = ["candidate_id", *properties] if properties else None
         docs = self.labels.query(query, properties=props)
         return sorted(docs, key=lambda d: d["candidate_id"])
+
+    def update_counts(self, campaign: str, fidelity: str) -> tuple[int, float]:
+        """Recount the oracle calls (labels at ``fidelity``) and the cost of every label,
+        store both in the campaign document and return them."""
+        labels = self.get_labels(campaign, properties=["fidelity", "cost"])
+        n_calls = sum(lab["fidelity"] == fidelity for lab in labels)
+        cost = float(sum(lab.get("cost") or 0.0 for lab in labels))
+        self.update_campaign(campaign, {"n_oracle_calls": n_calls, "cost_spent": cost})
+        return n_calls, cost
 
     # -- models ------------------------------------------------------------------
 

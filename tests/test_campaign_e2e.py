@@ -24,8 +24,20 @@ from alcampaign.surrogate import BayesianLinearRegression
 from conftest import small_config_dict
 
 
-def _run(flow, job_store, tmp_path):
-    run_locally(flow, store=job_store, root_dir=tmp_path, log=False, ensure_success=True)
+def _run(flow, job_store, tmp_path, ensure_success=True):
+    run_locally(flow, store=job_store, root_dir=tmp_path, log=False, ensure_success=ensure_success)
+
+
+def _campaign(write_config, job_store, tmp_path, ensure_success=True, **overrides):
+    """Run a small campaign (``small_config_dict`` with overrides) to its end."""
+    cfg = load_config(write_config(small_config_dict(**overrides)))
+    _run(
+        campaign_flow(cfg, read_structure(cfg.system.structure)),
+        job_store,
+        tmp_path,
+        ensure_success,
+    )
+    return cfg, CampaignStores.from_job_store(job_store)
 
 
 def _emt_energy(structure: Structure) -> float:
@@ -51,9 +63,7 @@ def job_store(request, memory_store, tmp_path):
 
 
 def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
-    cfg = load_config(write_config(small_config_dict(prescreen={"enabled": True})))
-    _run(campaign_flow(cfg, read_structure(cfg.system.structure)), job_store, tmp_path)
-    stores = CampaignStores.from_job_store(job_store)
+    cfg, stores = _campaign(write_config, job_store, tmp_path, prescreen={"enabled": True})
     name = cfg.name
 
     # campaigns: stopped with a reason, one history entry per controller iteration.
@@ -134,22 +144,15 @@ def test_crash_after_acquisition_resumes_without_lost_or_repeated_calls(
 
 
 def test_failed_oracle_is_recorded_and_never_asked_again(memory_store, write_config, tmp_path):
-    cfg = load_config(
-        write_config(
-            small_config_dict(
-                oracle={"maker": "oracles.OddCellsFailEmtRelaxMaker", "fidelity": "emt"},
-                initial_design={"n_initial": 8},
-                stopping={"max_oracle_calls": 14},
-            )
-        )
+    cfg, stores = _campaign(
+        write_config,
+        memory_store,
+        tmp_path,
+        ensure_success=False,
+        oracle={"maker": "oracles.OddCellsFailEmtRelaxMaker", "fidelity": "emt"},
+        initial_design={"n_initial": 8},
+        stopping={"max_oracle_calls": 14},
     )
-    run_locally(
-        campaign_flow(cfg, read_structure(cfg.system.structure)),
-        store=memory_store,
-        root_dir=tmp_path,
-        log=False,
-    )
-    stores = CampaignStores.from_job_store(memory_store)
     labels = stores.get_labels(cfg.name)
     assert stores.get_campaign(cfg.name)["state"] == "stopped"
     assert len(labels) == 14 and len({lab["candidate_id"] for lab in labels}) == 14
@@ -161,20 +164,13 @@ def test_failed_oracle_is_recorded_and_never_asked_again(memory_store, write_con
 
 
 def test_campaign_fails_above_the_failure_fraction(memory_store, write_config, tmp_path):
-    cfg = load_config(
-        write_config(
-            small_config_dict(
-                oracle={"maker": "oracles.AlwaysFailMaker", "fidelity": "emt"},
-            )
-        )
+    cfg, stores = _campaign(
+        write_config,
+        memory_store,
+        tmp_path,
+        ensure_success=False,
+        oracle={"maker": "oracles.AlwaysFailMaker", "fidelity": "emt"},
     )
-    run_locally(
-        campaign_flow(cfg, read_structure(cfg.system.structure)),
-        store=memory_store,
-        root_dir=tmp_path,
-        log=False,
-    )
-    stores = CampaignStores.from_job_store(memory_store)
     doc = stores.get_campaign(cfg.name)
     assert doc["state"] == "failed" and "failed" in doc["stop_reason"]
     assert len(stores.get_labels(cfg.name)) == cfg.initial_design.n_initial
@@ -214,9 +210,7 @@ CHEAP_CHGNET = {
     ids=["d_optimal", "mi_ensemble", "lcb", "random_plateau", "embedding", "cost_aware"],
 )
 def test_every_rule_runs_a_campaign(overrides, memory_store, write_config, tmp_path):
-    cfg = load_config(write_config(small_config_dict(**overrides)))
-    _run(campaign_flow(cfg, read_structure(cfg.system.structure)), memory_store, tmp_path)
-    stores = CampaignStores.from_job_store(memory_store)
+    cfg, stores = _campaign(write_config, memory_store, tmp_path, **overrides)
     doc = stores.get_campaign(cfg.name)
     assert doc["state"] == "stopped", doc["stop_reason"]
     rule = cfg.acquisition.rule
