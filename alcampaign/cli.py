@@ -442,7 +442,8 @@ def ingest(
             labelled |= {lab["candidate_id"] for lab in labels}
         except AnswerError as exc:
             errors.append(str(exc))
-    stores.update_counts(name, fidelity)
+    if stored:
+        stores.update_counts(name, fidelity)
     open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
     console.print(
         f"stored {stored} answers ({skipped} already stored); {open_questions} "

@@ -435,6 +435,7 @@ def embedded_store_spec(home: Path | None = None) -> dict:
         "labels": "campaign",
         "models": "campaign",
         "campaigns": "name",
+        "blocks": "campaign",
     }
     return {
         "docs_store": monty("docs", "uuid"),

@@ -7,33 +7,45 @@ the campaign *name*; the config lives in the campaign document.
 
 The loop (see DESIGN.md)::
 
-    register -> enumerate -> prescreen -> initial_design -> [oracles -> ingest] -> controller(0)
-    controller(k): fit, judge -> stop | record acquisitions -> [oracles -> ingest]
-                   -> controller(k+1)
+    register -> enumerate -> prescreen -> initial_design -> launch(0)
+    launch(k): mirror the open questions onto the candidates -> [oracles -> ingest]
+               -> controller(k)
+    controller(k): (under the campaign lease) fit, judge -> stop
+                   | record acquisitions -> launch(k+1)
+
+The controller reads only small documents (feature blocks, labels, the campaign
+document with its ``acquisitions``), so its decision time does not grow with the
+candidates collection; everything that touches every candidate (the state mirror, the
+structures for the oracles) happens in the launch job.
 
 Each job is idempotent, so :func:`alcampaign.flows.resume_flow` can rerun the pipeline
 after a crash: candidates are inserted only once, only unscreened candidates are
 screened, acquisitions recorded but never labelled are labelled before any new
-question is asked, and a label is never stored twice.
+question is asked (from the job store, without a new oracle call, when the oracle job
+had finished), and a label is never stored twice.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import time
 from typing import Any
+from uuid import uuid4
 
 import numpy as np
 from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, OnMissing, Response, job
 from pymatgen.core import Structure
+from threadpoolctl import threadpool_limits
 
 from alcampaign import learning
 from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.enumeration import candidate_id, orderings_from_config
 from alcampaign.features import ClusterVectorFeaturizer
 from alcampaign.stopping import METRIC_NAMES, judge
-from alcampaign.stores import CampaignStores, label_document, now
+from alcampaign.stores import CampaignStores, acquisition_entry, label_document, now
 
 logger = logging.getLogger("alcampaign")
 
@@ -195,13 +207,24 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
     stores.update_candidates(
         name, {d["candidate_id"]: {"prescreen": r} for d, r in zip(todo, results, strict=True)}
     )
-    energies = np.array(
-        [
-            d["prescreen"]["energy_per_atom"]
-            for d in stores.candidate_table(name, ["prescreen.energy_per_atom"])
-            if d.get("prescreen")
-        ]
-    )
+    screened = [
+        d for d in stores.candidate_table(name, ["prescreen.energy_per_atom"]) if d.get("prescreen")
+    ]
+    # The embedding block: rows for every screened candidate it lacks (a crash between
+    # the two writes is repaired here on resume).
+    have = set(stores.block_ids(name, "embedding"))
+    missing = [d["candidate_id"] for d in screened if d["candidate_id"] not in have]
+    if missing:
+        rows = stores.candidate_table(
+            name, ["prescreen.embedding"], {"candidate_id": {"$in": missing}}
+        )
+        stores.write_block(
+            name,
+            "embedding",
+            [d["candidate_id"] for d in rows],
+            [d["prescreen"]["embedding"] for d in rows],
+        )
+    energies = np.array([d["prescreen"]["energy_per_atom"] for d in screened])
     summary = {"n_screened": len(todo), "seconds": round(time.perf_counter() - t0, 2)}
     if energies.size:
         summary.update(
@@ -221,58 +244,130 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     doc, config = _campaign(stores, name)
     if doc["state"] != "running":
         return {"skipped": f"campaign is {doc['state']}"}
+    if doc.get("acquisitions"):
+        # Resuming: repair candidate states a crash left behind their labels.
+        stores.reconcile_states(
+            name,
+            config.oracle.fidelity,
+            config.oracle.cheap.fidelity if config.oracle.cheap else None,
+        )
     if doc.get("history"):
         # Resuming: continue at the iteration after the last recorded decision.
-        return Response(addition=Flow([controller(name, doc["history"][-1]["iteration"] + 1)]))
-    states = stores.candidate_table(name, ["state"])
-    if any(d["state"] != "pool" for d in states):
-        return Response(addition=Flow([controller(name, 0)]))
+        return Response(addition=_controller_job(name, doc["history"][-1]["iteration"] + 1))
+    if doc.get("acquisitions"):
+        # The initial design was recorded before a crash: label it, then decide.
+        return Response(addition=_launch_job(name, 0))
+    ids = stores.read_block(name, "features")[0]
     rng = np.random.default_rng(config.seed)
-    ids = [d["candidate_id"] for d in states]
     n = min(config.initial_design.n_initial, len(ids))
     chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
     stores.record_acquisitions(
-        name, chosen, 0, "initial_random", [0.0] * n, external=config.oracle.external
+        name,
+        [
+            acquisition_entry(
+                cid,
+                config.oracle.fidelity,
+                0,
+                "initial_random",
+                0.0,
+                external=config.oracle.external,
+            )
+            for cid in chosen
+        ],
     )
     logger.info("initial design: %d random candidates", n)
-    return ask(name, config, stores, [(c, False) for c in chosen], 0)
+    return Response(addition=_launch_job(name, 0))
 
 
-def ask(
-    name: str,
-    config: CampaignConfig,
-    stores: CampaignStores,
-    requests: list[tuple[str, bool]],
-    next_iteration: int,
-) -> Response | dict:
-    """Hand recorded acquisitions to their oracles.
+def _controller_job(name: str, iteration: int, after: Any = None):
+    job_ = controller(name, iteration, after=after)
+    job_.name = f"controller {name} {iteration}"
+    return job_
 
-    Requests for a Maker become oracle jobs followed by the ingest job and the next
-    controller. Requests for an external oracle were recorded as ``requested``: they
-    wait for ``alcampaign export`` / ``ingest``; if nothing runs in the workflow the
-    campaign goes to state ``waiting`` until ``alcampaign resume``.
+
+def _launch_job(name: str, iteration: int):
+    job_ = launch_acquisitions(name, iteration)
+    job_.name = f"launch {name} {iteration}"
+    return job_
+
+
+@job(config=STORE_JOB)
+def launch_acquisitions(name: str, iteration: int) -> Response | dict:
+    """Put the open questions to their oracles, then hand over to ``controller(iteration)``.
+
+    Mirrors every open acquisition onto its candidate (``acquired``, or ``requested``
+    for an external oracle), so that ``status``, ``query`` and ``export`` see them.
+    Questions for a Maker become oracle jobs followed by the ingest job and the
+    controller; an answer a finished oracle job left in the job store (a crash before
+    its ingest) is taken from there instead of asking again. Questions for an external
+    oracle wait for ``alcampaign export`` / ``ingest``: with nothing to run in the
+    workflow the campaign goes to state ``waiting`` until ``alcampaign resume``.
     """
-    in_workflow = [(cid, cheap) for cid, cheap in requests if cheap or not config.oracle.external]
+    stores = _stores()
+    doc, config = _campaign(stores, name)
+    if doc["state"] != "running":
+        return {"skipped": f"campaign is {doc['state']}"}
+    open_ = stores.open_acquisitions(doc)
+    stores.mirror_acquisitions(name, open_)
+    in_workflow = [a for a in open_ if not a["external"]]
     if in_workflow:
-        return Response(addition=label_flow(name, config, stores, in_workflow, next_iteration))
-    stores.update_campaign(name, {"state": "waiting"})
-    logger.info(
-        "waiting for %d external answers: 'alcampaign export %s --out DIR', then "
-        "'alcampaign ingest' and 'alcampaign resume'",
-        len(requests),
-        name,
-    )
-    return {"waiting": len(requests)}
+        return Response(addition=label_flow(name, config, stores, in_workflow, iteration))
+    if open_:
+        stores.update_campaign(name, {"state": "waiting"})
+        logger.info(
+            "waiting for %d external answers: 'alcampaign export %s --out DIR', then "
+            "'alcampaign ingest' and 'alcampaign resume'",
+            len(open_),
+            name,
+        )
+        return {"waiting": len(open_)}
+    return Response(addition=_controller_job(name, iteration))
+
+
+def _finished_answers(name: str, requests: list[dict]) -> dict[tuple[str, str], dict]:
+    """Answers of oracle jobs that finished but were never ingested, from the job store.
+
+    Found by the metadata every oracle job carries (campaign, candidate id, fidelity);
+    the latest completed output wins.
+    """
+    store = CURRENT_JOB.store
+    found: dict[tuple[str, str], dict] = {}
+    for a in requests:
+        key = (a["candidate_id"], a["fidelity"])
+        docs = list(
+            store.query(
+                {
+                    "metadata.campaign": name,
+                    "metadata.candidate_id": key[0],
+                    "metadata.fidelity": key[1],
+                },
+                load=True,
+            )
+        )
+        docs = [d for d in docs if isinstance(d.get("output"), dict) and d["output"].get("output")]
+        if docs:
+            d = max(docs, key=lambda d: str(d.get("completed_at")))
+            out = d["output"]
+            found[key] = {
+                "candidate_id": key[0],
+                "cheap": a["cheap"],
+                "job_uuid": d["uuid"],
+                "energy": out["output"].get("energy"),
+                "structure": out.get("structure"),
+                "forces": out["output"].get("forces"),
+                "stress": out["output"].get("stress"),
+            }
+    return found
 
 
 def label_flow(
     name: str,
     config: CampaignConfig,
     stores: CampaignStores,
-    requests: list[tuple[str, bool]],
+    requests: list[dict],
     next_iteration: int,
 ) -> Flow:
-    """Oracle jobs for ``(candidate id, cheap?)`` requests, the ingest job, the next controller.
+    """Oracle jobs for open acquisitions, the ingest job, and ``controller(next_iteration)``.
 
     The answers are passed by reference to the task-document fields every atomate2
     relaxation or static task document has (``output.energy``, ``structure``,
@@ -283,21 +378,20 @@ def label_flow(
         makers[False] = import_maker(config.oracle.maker, config.oracle.kwargs)
     if config.oracle.cheap is not None:
         makers[True] = import_maker(config.oracle.cheap.maker, config.oracle.cheap.kwargs)
-    fidelity = {
-        False: config.oracle.fidelity,
-        True: config.oracle.cheap.fidelity if config.oracle.cheap else None,
-    }
+    finished = _finished_answers(name, requests)
+    todo = [a for a in requests if (a["candidate_id"], a["fidelity"]) not in finished]
     docs = {
         d["candidate_id"]: d
         for d in stores.candidate_table(
-            name, ["structure"], {"candidate_id": {"$in": [cid for cid, _ in requests]}}
+            name, ["structure"], {"candidate_id": {"$in": [a["candidate_id"] for a in todo]}}
         )
     }
-    jobs, answers = [], []
-    for cid, cheap in requests:
+    jobs, answers = [], list(finished.values())
+    for a in todo:
+        cid, cheap, fidelity = a["candidate_id"], a["cheap"], a["fidelity"]
         oracle = makers[cheap].make(Structure.from_dict(docs[cid]["structure"]))
-        oracle.name = f"{fidelity[cheap]} {cid}"
-        oracle.update_metadata({"campaign": name, "candidate_id": cid, "fidelity": fidelity[cheap]})
+        oracle.name = f"{fidelity} {cid}"
+        oracle.update_metadata({"campaign": name, "candidate_id": cid, "fidelity": fidelity})
         jobs.append(oracle)
         answers.append(
             {
@@ -310,11 +404,12 @@ def label_flow(
                 "stress": oracle.output.output.stress,
             }
         )
+    if finished:
+        logger.info("%d answers recovered from finished oracle jobs", len(finished))
     ingest = ingest_labels(name, answers)
     ingest.name = f"ingest {name}"
     # The next controller depends on the ingest job, so it runs after every label is in.
-    following = controller(name, next_iteration, after=ingest.output)
-    following.name = f"controller {name} {next_iteration}"
+    following = _controller_job(name, next_iteration, after=ingest.output)
     return Flow([*jobs, ingest, following], name=f"{name} labels")
 
 
@@ -327,23 +422,16 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     asked again.
     """
     stores = _stores()
-    _, config = _campaign(stores, name)
+    doc, config = _campaign(stores, name)
     fidelities = {False: config.oracle}
     if config.oracle.cheap is not None:
         fidelities[True] = config.oracle.cheap
-    ids = [a["candidate_id"] for a in answers]
-    acquired = {
-        d["candidate_id"]: d
-        for d in stores.candidate_table(
-            name, ["acquisition", "cheap_acquisition"], {"candidate_id": {"$in": ids}}
-        )
-    }
+    asked = {(a["candidate_id"], a["fidelity"]): a for a in doc.get("acquisitions") or []}
     labels = []
     moved: dict[tuple[bool, str], list[str]] = {}
     for a in answers:
         cid, cheap = a["candidate_id"], bool(a.get("cheap"))
         fid = fidelities[cheap]
-        info = acquired.get(cid, {}).get("cheap_acquisition" if cheap else "acquisition") or {}
         structure = a.get("structure")
         if isinstance(structure, dict):
             structure = Structure.from_dict(structure)
@@ -355,7 +443,7 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
             fid.fidelity,
             oracle={"maker": fid.maker, "kwargs": fid.kwargs},
             cost=fid.cost,
-            iteration=info.get("iteration"),
+            iteration=asked.get((cid, fid.fidelity), {}).get("iteration"),
             job_uuid=a.get("job_uuid"),
             energy_per_atom=float(energy) / len(structure) if ok else None,
             structure=structure,
@@ -378,44 +466,111 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     return {"n_new": n_new, "n_failed": n_failed, "n_oracle_calls": n_calls}
 
 
-def _compositions(docs: list[dict]) -> np.ndarray:
-    """Atomic fractions of each candidate over the campaign's elements."""
-    elements = sorted({el for d in docs for el in d["composition"]})
-    amounts = np.array([[d["composition"].get(el, 0.0) for el in elements] for d in docs])
-    return amounts / amounts.sum(axis=1, keepdims=True)
+# A decision takes seconds; the lease outlives a stuck holder on another host by this
+# much, while a dead holder on this host is recognised at once.
+LEASE_TTL = 600.0
+LEASE_WAIT = 120.0
+
+
+def lease_owner() -> str:
+    """``host:pid:job`` of the caller: unique per controller, and tells whether it lives."""
+    job_ = CURRENT_JOB.job
+    return f"{socket.gethostname()}:{os.getpid()}:{job_.uuid if job_ else uuid4()}"
+
+
+def _owner_dead(owner: str) -> bool:
+    """True when ``owner`` ran on this host in a process that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def take_lease(stores: CampaignStores, name: str, owner: str, wait: float | None = None) -> bool:
+    """Take the campaign lease, waiting up to ``wait`` seconds (default ``LEASE_WAIT``)
+    for a live holder and breaking the lease of a dead one (a controller killed on this
+    host)."""
+    deadline = time.monotonic() + (LEASE_WAIT if wait is None else wait)
+    while not stores.acquire_lease(name, owner, LEASE_TTL):
+        holder = ((stores.get_campaign(name) or {}).get("lease") or {}).get("owner")
+        if holder and _owner_dead(holder):
+            logger.warning("breaking the lease of %s (its process is gone)", holder)
+            stores.release_lease(name, holder)
+            continue
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _design_block(stores: CampaignStores, name: str, kind: str, ids: list[str]) -> np.ndarray:
+    """A block's values in the order of ``ids``, rebuilt once if its rows disagree."""
+    got, values, _ = stores.read_block(name, kind)
+    if got != ids:
+        stores.delete_block(name, kind)
+        got, values, _ = stores.read_block(name, kind)
+    if got != ids:
+        raise ValueError(
+            f"campaign {name}: {len(set(ids) - set(got))} candidates have no {kind} "
+            "(an unfinished prescreen?): run 'alcampaign resume' to complete it"
+        )
+    return values
 
 
 @job(config=STORE_JOB)
 def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     """Read the stores, update the model, judge the stopping rules, and stop or go on.
 
-    Records the model with its domain-of-applicability flags (``models``), the decision
-    with metrics, criteria and diversity (the campaign ``history``), and, when going on,
-    the acquisitions (candidates ``acquired``, or ``requested`` from an external oracle)
-    before it adds the oracle jobs, the ingest job and ``controller(iteration + 1)``.
-    With external questions open and no new answer it only records ``waiting``.
+    Runs under the campaign lease, so two controllers never both acquire; a
+    controller whose iteration another one decided already does nothing. Records the
+    model with its domain-of-applicability flags (``models``), the decision with
+    metrics, criteria and diversity (the campaign ``history``) and, when going on, the
+    acquisitions, in one update of the campaign document, before it adds
+    ``launch(iteration + 1)``. With external questions open and no new answer it only
+    records ``waiting``.
     """
-    stores = _stores()
+    return decide_under_lease(_stores(), name, iteration, lease_owner())
+
+
+def decide_under_lease(
+    stores: CampaignStores, name: str, iteration: int, owner: str
+) -> Response | dict:
+    """The controller's work for ``owner``: take the lease, decide, give it back."""
+    if not take_lease(stores, name, owner):
+        logger.warning("controller %d of %s: another controller holds the lease", iteration, name)
+        return {"skipped": "another controller holds the campaign lease"}
+    try:
+        # One BLAS thread: the decision's matrices are small, and OpenBLAS's threads
+        # made the evidence fits 15x slower on a busy 2-core machine.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _decide(stores, name, iteration)
+    finally:
+        stores.release_lease(name, owner)
+
+
+def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dict:
     doc, config = _campaign(stores, name)
     if doc["state"] != "running":
         return {"skipped": f"campaign is {doc['state']}"}
+    if any(h["iteration"] >= iteration for h in doc.get("history") or []):
+        return {"skipped": f"iteration {iteration} was decided already"}
     t0 = time.perf_counter()
-    field = "prescreen.embedding" if config.features.kind == "chgnet_embedding" else "features"
-    extra = ["composition"] if config.acquisition.rule == "lower_confidence_bound" else []
-    ids, raw, cands = stores.feature_block(name, field, extra)
-    pending = [(d["candidate_id"], False) for d in cands if d["state"] == "acquired"]
-    pending += [(d["candidate_id"], True) for d in cands if d.get("cheap_state") == "acquired"]
-    if pending:
-        # Asked but never answered (a crash or a resume): answer them first.
-        logger.info("iteration %d: %d acquisitions await their labels", iteration, len(pending))
-        return Response(addition=label_flow(name, config, stores, pending, iteration))
-
-    X = learning.design_features(config.features.kind, raw)
-    row = {cid: i for i, cid in enumerate(ids)}
     labels = stores.get_labels(
         name, properties=["candidate_id", "fidelity", "status", "energy_per_atom", "cost"]
     )
-    outstanding = [d["candidate_id"] for d in cands if d["state"] == "requested"]
+    open_ = stores.open_acquisitions(doc, labels)
+    if any(not a["external"] for a in open_):
+        # Asked but never answered (a crash or a resume): answer them first.
+        logger.info("iteration %d: %d acquisitions await their labels", iteration, len(open_))
+        return Response(addition=_launch_job(name, iteration))
+    outstanding = [a["candidate_id"] for a in open_]
     history_before = doc.get("history") or []
     answers_before = history_before[-1].get("n_answers", 0) if history_before else 0
     if outstanding and len(labels) == answers_before:
@@ -423,6 +578,12 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         stores.update_campaign(name, {"state": "waiting"})
         logger.info("iteration %d: waiting for %d external answers", iteration, len(outstanding))
         return {"waiting": len(outstanding), "iteration": iteration}
+
+    ids, raw, _ = stores.read_block(name, "features")
+    if config.features.kind == "chgnet_embedding":
+        raw = _design_block(stores, name, "embedding", ids)
+    X = learning.design_features(config.features.kind, raw)
+    row = {cid: i for i, cid in enumerate(ids)}
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
     good = [lab for lab in dear if lab["status"] == "success"]
@@ -486,15 +647,18 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         rmse_history=rmse_history,
     )
 
-    chosen: list[tuple[str, bool]] = []
+    requests: list[learning.Request] = []
     rule_name = None
     if not decision.stop:
-        dear_ok = np.array([d["state"] == "pool" for d in cands])
-        cheap_ok = (
-            np.array([d.get("cheap_state") in (None, "pool") for d in cands])
-            if config.oracle.cheap
-            else np.zeros(len(cands), dtype=bool)
-        )
+        # Free: neither answered (successfully or not) nor asked, at each fidelity.
+        taken = {(lab["candidate_id"], lab["fidelity"] == cheap_name) for lab in labels} | {
+            (a["candidate_id"], a["cheap"]) for a in open_
+        }
+        dear_ok = np.ones(len(ids), dtype=bool)
+        cheap_ok = np.full(len(ids), config.oracle.cheap is not None)
+        for cid, cheap in taken:
+            if cid in row:
+                (cheap_ok if cheap else dear_ok)[row[cid]] = False
         # Outstanding external questions count against the batch and the budget.
         k = min(
             config.acquisition.batch_size - len(outstanding),
@@ -503,23 +667,13 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         if not (dear_ok.any() or cheap_ok.any()):
             decision.stop, decision.reason = True, "candidate pool exhausted"
         else:
-            comps = _compositions(cands) if extra else None
+            comps = None
+            if config.acquisition.rule == "lower_confidence_bound":
+                amounts = _design_block(stores, name, "composition", ids)
+                comps = amounts / amounts.sum(axis=1, keepdims=True)
             rule_name, requests = learning.select(
                 config, fitted, X, dear_ok, cheap_ok, k, rng, comps
             )
-            for cheap in (False, True):
-                mine = [r for r in requests if r.cheap == cheap]
-                if mine:
-                    stores.record_acquisitions(
-                        name,
-                        [ids[r.index] for r in mine],
-                        iteration + 1,
-                        rule_name,
-                        [r.score for r in mine],
-                        cheap=cheap,
-                        external=config.oracle.external and not cheap,
-                    )
-            chosen = [(ids[r.index], r.cheap) for r in requests]
 
     entry = {
         "iteration": iteration,
@@ -532,36 +686,49 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
         "metrics": metrics,
         "decision": decision.to_dict(),
         "rule": rule_name,
-        "acquired": [cid for cid, cheap in chosen if not cheap],
-        "acquired_cheap": [cid for cid, cheap in chosen if cheap],
+        "acquired": [ids[r.index] for r in requests if not r.cheap],
+        "acquired_cheap": [ids[r.index] for r in requests if r.cheap],
         "diversity": diversity,
         "domain": domain_summary,
         "seconds": round(time.perf_counter() - t0, 3),
         "time": now(),
     }
-    history = [h for h in doc.get("history", []) if h["iteration"] != iteration] + [entry]
     fields = {
         "iteration": iteration,
         "n_oracle_calls": n_calls,
         "cost_spent": cost,
         "metrics": metrics,
         "criteria": entry["decision"]["criteria"],
-        "history": history,
+        "history": [*history_before, entry],
     }
     if decision.stop:
         fields.update(state="failed" if decision.failed else "stopped", stop_reason=decision.reason)
-    stores.update_campaign(name, fields)
+    elif not requests:
+        fields["state"] = "waiting"
+    # One update: the decision and its questions are recorded together or not at all.
+    entries = [
+        acquisition_entry(
+            ids[r.index],
+            cheap_name if r.cheap else config.oracle.fidelity,
+            iteration + 1,
+            rule_name,
+            r.score,
+            cheap=r.cheap,
+            external=config.oracle.external and not r.cheap,
+        )
+        for r in requests
+    ]
+    stores.record_acquisitions(name, entries, extra=fields)
     rmse = metrics["rmse"]
     logger.info(
         "iteration %d: %d labels, cv rmse %s eV/atom -> %s",
         iteration,
         len(good),
         "n/a" if rmse is None else f"{rmse:.4f}",
-        f"stop ({decision.reason})" if decision.stop else f"acquire {len(chosen)} ({rule_name})",
+        f"stop ({decision.reason})" if decision.stop else f"acquire {len(requests)} ({rule_name})",
     )
     if decision.stop:
         return {"stopped": True, "reason": decision.reason, "iteration": iteration}
-    if not chosen:
-        stores.update_campaign(name, {"state": "waiting"})
+    if not requests:
         return {"waiting": len(outstanding), "iteration": iteration}
-    return ask(name, config, stores, chosen, iteration + 1)
+    return Response(addition=_launch_job(name, iteration + 1))

@@ -1,16 +1,29 @@
 """The one module that reads and writes the campaign collections.
 
-The collections (``candidates``, ``labels``, ``models``, ``campaigns``) are maggma
-stores, reached as ``additional_stores`` of the jobflow ``JobStore`` that runs the
-campaign's jobs. Writes are bulk where the backend allows: the embedded MontyStore has
-no indexes and no ``bulk_write``, and maggma's ``Store.update`` does one upsert per
-document, so new candidates go in with one ``insert_many`` and per-candidate updates
-with ``bulk_write`` (MongoDB, mongomock) or a tight ``update_one`` loop (montydb).
-Reads are one query with a projection per collection.
+The collections (``candidates``, ``labels``, ``models``, ``campaigns`` and the optional
+``blocks``) are maggma stores, reached as ``additional_stores`` of the jobflow
+``JobStore`` that runs the campaign's jobs.
+
+Layout for speed (the embedded MontyStore has no indexes and decodes every document of
+a collection on each query or update, so anything that touches the candidates
+collection costs O(pool)):
+
+* ``blocks`` holds per-candidate arrays (features, compositions, CHGNet embeddings) as
+  a few binary chunks of up to ``BLOCK_ROWS`` rows, written whenever candidates are
+  inserted or screened. The controller reads them instead of the candidates.
+* The campaign document's ``acquisitions`` list (every question ever asked) and the
+  labels are the truth about which candidates are open, answered or free; the
+  candidates' ``state`` and ``acquisition`` fields mirror them for people and queries,
+  written in bulk off the decision path (:meth:`CampaignStores.mirror_acquisitions`).
+
+Writes are bulk where the backend allows (``insert_many``; ``bulk_write`` on MongoDB
+and mongomock, an ``update_one`` loop on montydb, which has no ``bulk_write``).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,11 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bson import Binary
 from monty.json import jsanitize
 
 from alcampaign.config import ConfigError, embedded_store_spec, read_store_spec, validate_store_spec
 
 CANDIDATE_STATES = ("pool", "acquired", "requested", "labelled", "failed")
+BLOCK_ROWS = 5000
+# Serialises lease taking within a process: MongoDB's find_one_and_update is atomic
+# across processes, mongomock's and montydb's are not even across threads.
+_LEASE_LOCK = threading.Lock()
+# Block kinds and the candidate field each mirrors (used to rebuild a missing block).
+BLOCK_FIELDS = {
+    "features": "features",
+    "embedding": "prescreen.embedding",
+    "composition": "composition",
+}
 
 
 def now() -> str:
@@ -71,6 +95,32 @@ def label_document(
     return doc
 
 
+def acquisition_entry(
+    candidate_id: str,
+    fidelity: str,
+    iteration: int,
+    rule: str,
+    score: float,
+    cheap: bool = False,
+    external: bool = False,
+) -> dict:
+    """One question in the campaign document's ``acquisitions``.
+
+    ``cheap`` marks the cheap fidelity of a multi-fidelity campaign; ``external`` an
+    oracle outside the workflow (its candidate becomes ``requested``).
+    """
+    return {
+        "candidate_id": candidate_id,
+        "fidelity": fidelity,
+        "cheap": cheap,
+        "external": external,
+        "iteration": iteration,
+        "rule": rule,
+        "score": float(score),
+        "time": now(),
+    }
+
+
 def job_store_from_spec(spec: dict):
     """Build a jobflow ``JobStore`` from a validated spec dict."""
     from jobflow import JobStore
@@ -110,15 +160,26 @@ class CampaignStores:
     labels: Any
     models: Any
     campaigns: Any
+    blocks: Any = None
 
     @classmethod
     def from_job_store(cls, store) -> CampaignStores:
-        """Take the campaign collections from a connected JobStore's additional stores."""
+        """Take the campaign collections from a connected JobStore's additional stores.
+
+        Without a ``blocks`` store everything works, but the controller reads the
+        candidates collection on every decision (slow on the embedded store).
+        """
         extra = store.additional_stores
         missing = [c for c in ("candidates", "labels", "models", "campaigns") if c not in extra]
         if missing:
             raise ConfigError(f"the job store lacks the additional store(s) {', '.join(missing)}")
-        return cls(extra["candidates"], extra["labels"], extra["models"], extra["campaigns"])
+        return cls(
+            extra["candidates"],
+            extra["labels"],
+            extra["models"],
+            extra["campaigns"],
+            extra.get("blocks"),
+        )
 
     # -- campaigns ---------------------------------------------------------------
 
@@ -174,11 +235,24 @@ class CampaignStores:
         return {d["candidate_id"] for d in docs}
 
     def insert_candidates(self, campaign: str, docs: Sequence[dict]) -> int:
-        """Insert candidates not stored yet (by id); returns how many were new."""
+        """Insert candidates not stored yet (by id) and their block rows; returns how
+        many were new.
+
+        Block rows are written for every given candidate the blocks lack, so a rerun
+        after a crash between the two writes completes the blocks.
+        """
         existing = self.candidate_ids(campaign)
         new = [jsanitize(d) for d in docs if d["candidate_id"] not in existing]
         if new:
             self.candidates._collection.insert_many(new)
+        if self.blocks is not None and docs and "features" in docs[0]:
+            have = set(self.block_ids(campaign, "features"))
+            rows = [d for d in docs if d["candidate_id"] not in have]
+            if rows:
+                ids = [d["candidate_id"] for d in rows]
+                self.write_block(campaign, "features", ids, [d["features"] for d in rows])
+                if "composition" in rows[0]:
+                    self.write_block(campaign, "composition", ids, *_composition_matrix(rows))
         return len(new)
 
     def candidate_table(
@@ -188,20 +262,6 @@ class CampaignStores:
         query = {"campaign": campaign, **(criteria or {})}
         docs = self.candidates.query(query, properties=["candidate_id", *properties])
         return sorted(docs, key=lambda d: d["candidate_id"])
-
-    def feature_block(
-        self, campaign: str, field: str = "features", extra: Sequence[str] = ()
-    ) -> tuple[list[str], np.ndarray, list[dict]]:
-        """Ids, feature matrix and per-candidate fields, read in one query.
-
-        ``field`` is a dotted path to the feature vector (``features`` or
-        ``prescreen.embedding``); the returned dicts hold ``state``, ``cheap_state`` and
-        the ``extra`` fields.
-        """
-        docs = self.candidate_table(campaign, [field, "state", "cheap_state", *extra])
-        ids = [d["candidate_id"] for d in docs]
-        X = np.array([_dotted(d, field) for d in docs], dtype=float)
-        return ids, X, docs
 
     def update_candidates(self, campaign: str, updates: dict[str, dict]) -> None:
         """Set per-candidate fields: ``{candidate_id: {field: value}}``."""
@@ -222,35 +282,204 @@ class CampaignStores:
                 {"$set": {"cheap_state" if cheap else "state": state}},
             )
 
-    def record_acquisitions(
+    # -- blocks ------------------------------------------------------------------
+
+    def write_block(
         self,
         campaign: str,
+        kind: str,
         ids: Sequence[str],
-        iteration: int,
-        rule: str,
-        scores: Sequence[float],
-        cheap: bool = False,
-        external: bool = False,
+        values: Any,
+        columns: Sequence[str] | None = None,
     ) -> None:
-        """Mark candidates ``acquired`` with the iteration, rule and score that chose them.
+        """Append rows (one per candidate id) to a block, in binary chunks."""
+        if self.blocks is None or not len(ids):
+            return
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] != len(ids):
+            raise ValueError(f"block {kind!r}: {values.shape} values for {len(ids)} ids")
+        first = self.blocks.count({"campaign": campaign, "kind": kind})
+        docs = [
+            {
+                "campaign": campaign,
+                "kind": kind,
+                "chunk": first + i,
+                "ids": list(ids[lo : lo + BLOCK_ROWS]),
+                "shape": list(values[lo : lo + BLOCK_ROWS].shape),
+                "columns": list(columns) if columns is not None else None,
+                "data": Binary(values[lo : lo + BLOCK_ROWS].tobytes()),
+                "time": now(),
+            }
+            for i, lo in enumerate(range(0, len(ids), BLOCK_ROWS))
+        ]
+        self.blocks._collection.insert_many(docs)
+
+    def block_ids(self, campaign: str, kind: str) -> list[str]:
+        """The candidate ids a block holds rows for."""
+        if self.blocks is None:
+            return []
+        docs = self.blocks._collection.find(
+            {"campaign": campaign, "kind": kind}, projection={"ids": 1}
+        )
+        return [cid for d in docs for cid in d["ids"]]
+
+    def read_block(
+        self, campaign: str, kind: str
+    ) -> tuple[list[str], np.ndarray, list[str] | None]:
+        """Ids (sorted), values and column names of a block.
+
+        Reads the few block documents; when the block is missing (no ``blocks``
+        store, or candidates stored by an older version) it is built from the
+        candidates collection once and written.
+        """
+        docs = []
+        if self.blocks is not None:
+            docs = sorted(
+                self.blocks._collection.find({"campaign": campaign, "kind": kind}),
+                key=lambda d: d["chunk"],
+            )
+        if not docs:
+            return self._rebuild_block(campaign, kind)
+        ids = [cid for d in docs for cid in d["ids"]]
+        columns = None
+        if docs[0].get("columns") is not None:
+            # Chunks may name different columns (e.g. elements): align on their union.
+            columns = sorted({c for d in docs for c in d["columns"]})
+        parts = []
+        for d in docs:
+            part = np.frombuffer(d["data"], dtype=np.float64).reshape(d["shape"])
+            if columns is not None:
+                aligned = np.zeros((part.shape[0], len(columns)))
+                aligned[:, [columns.index(c) for c in d["columns"]]] = part
+                part = aligned
+            parts.append(part)
+        values = np.concatenate(parts) if parts else np.zeros((0, 0))
+        order = np.argsort(ids, kind="stable")
+        return [ids[i] for i in order], values[order], columns
+
+    def _rebuild_block(
+        self, campaign: str, kind: str
+    ) -> tuple[list[str], np.ndarray, list[str] | None]:
+        field = BLOCK_FIELDS[kind]
+        docs = [d for d in self.candidate_table(campaign, [field]) if _dotted(d, field) is not None]
+        ids = [d["candidate_id"] for d in docs]
+        if kind == "composition":
+            values, columns = _composition_matrix(docs)
+        else:
+            values, columns = np.array([_dotted(d, field) for d in docs], dtype=float), None
+        if ids:
+            self.write_block(campaign, kind, ids, values, columns)
+        return ids, values, columns
+
+    def delete_block(self, campaign: str, kind: str) -> None:
+        """Remove every chunk of a block (it is rebuilt on the next read)."""
+        key = {"campaign": campaign, "kind": kind}
+        if self.blocks is not None and self.blocks.count(key):  # montydb: count first
+            self.blocks._collection.delete_many(key)
+
+    # -- lease -------------------------------------------------------------------
+
+    def acquire_lease(self, campaign: str, owner: str, ttl: float) -> bool:
+        """Take the campaign's lease for ``ttl`` seconds if it is free, expired or
+        already ``owner``'s: one atomic ``find_one_and_update`` (on MongoDB; montydb
+        serialises within one process only)."""
+        t = time.time()
+        with _LEASE_LOCK:
+            taken = self.campaigns._collection.find_one_and_update(
+                {
+                    "name": campaign,
+                    "$or": [{"lease": None}, {"lease.expires": {"$lt": t}}, {"lease.owner": owner}],
+                },
+                {"$set": {"lease": {"owner": owner, "expires": t + ttl, "since": now()}}},
+            )
+        return taken is not None
+
+    def release_lease(self, campaign: str, owner: str) -> None:
+        """Give the lease back if ``owner`` holds it."""
+        self.campaigns._collection.update_one(
+            {"name": campaign, "lease.owner": owner}, {"$set": {"lease": None}}
+        )
+
+    # -- acquisitions ------------------------------------------------------------
+
+    def record_acquisitions(
+        self, campaign: str, entries: Sequence[dict], extra: dict | None = None
+    ) -> None:
+        """Append questions (:func:`acquisition_entry`) to the campaign document's
+        ``acquisitions``, and set the ``extra`` fields (e.g. the decision's history
+        entry), in one update: recorded together or not at all.
 
         Written before any oracle job runs, so a crashed campaign knows what it asked.
-        ``cheap`` acquisitions (the cheap fidelity of a multi-fidelity campaign) go to
-        ``cheap_state`` and ``cheap_acquisition`` instead; ``external`` ones (an oracle
-        outside the workflow) are marked ``requested`` rather than ``acquired``.
+        The candidates' mirror fields are written later by :meth:`mirror_acquisitions`.
         """
-        state, info = ("cheap_state", "cheap_acquisition") if cheap else ("state", "acquisition")
-        value = "requested" if external else "acquired"
-        self.update_candidates(
-            campaign,
-            {
-                cid: {
-                    state: value,
-                    info: {"iteration": iteration, "rule": rule, "score": float(s), "time": now()},
+        update: dict = {"$set": {**jsanitize(extra or {}), "updated_at": now()}}
+        if entries:
+            update["$push"] = {"acquisitions": {"$each": jsanitize(list(entries))}}
+        self.campaigns._collection.update_one({"name": campaign}, update)
+
+    def open_acquisitions(self, doc: dict, labels: Sequence[dict] | None = None) -> list[dict]:
+        """Recorded questions without a stored answer (label of their fidelity)."""
+        if labels is None:
+            labels = self.get_labels(doc["name"], properties=["fidelity"])
+        answered = {(lab["candidate_id"], lab["fidelity"]) for lab in labels}
+        return [
+            a
+            for a in doc.get("acquisitions") or []
+            if (a["candidate_id"], a["fidelity"]) not in answered
+        ]
+
+    def mirror_acquisitions(self, campaign: str, entries: Sequence[dict]) -> None:
+        """Write acquisitions onto their candidates (``state``/``acquisition``, or the
+        ``cheap_`` pair): ``acquired``, or ``requested`` for an external oracle."""
+        updates: dict[str, dict] = {}
+        for a in entries:
+            state, info = (
+                ("cheap_state", "cheap_acquisition")
+                if a["cheap"]
+                else (
+                    "state",
+                    "acquisition",
+                )
+            )
+            updates.setdefault(a["candidate_id"], {}).update(
+                {
+                    state: "requested" if a["external"] else "acquired",
+                    info: {k: a[k] for k in ("iteration", "rule", "score", "time")},
                 }
-                for cid, s in zip(ids, scores, strict=True)
+            )
+        self.update_candidates(campaign, updates)
+
+    def reconcile_states(self, campaign: str, fidelity: str, cheap_fidelity: str | None) -> int:
+        """Move candidates still marked ``acquired``/``requested`` whose answer is
+        stored to ``labelled``/``failed`` (a crash between storing a label and moving
+        its candidate); returns how many moved. One scan: for resume, not every
+        iteration."""
+        stale = self.candidate_table(
+            campaign,
+            ["state", "cheap_state"],
+            {
+                "$or": [
+                    {"state": {"$in": ["acquired", "requested"]}},
+                    {"cheap_state": {"$in": ["acquired", "requested"]}},
+                ]
             },
         )
+        if not stale:
+            return 0
+        status = {
+            (lab["candidate_id"], lab["fidelity"]): lab["status"]
+            for lab in self.get_labels(campaign, properties=["fidelity", "status"])
+        }
+        moves: dict[tuple[bool, str], list[str]] = {}
+        for d in stale:
+            for cheap, fid in ((False, fidelity), (True, cheap_fidelity)):
+                st = d.get("cheap_state" if cheap else "state")
+                if st in ("acquired", "requested") and (d["candidate_id"], fid) in status:
+                    new = "labelled" if status[d["candidate_id"], fid] == "success" else "failed"
+                    moves.setdefault((cheap, new), []).append(d["candidate_id"])
+        for (cheap, state), ids in moves.items():
+            self.set_state(campaign, ids, state, cheap=cheap)
+        return sum(len(v) for v in moves.values())
 
     # -- labels ------------------------------------------------------------------
 
@@ -327,5 +556,14 @@ def _bulk_update(collection, ops: list[tuple[dict, dict]]) -> None:
 
 def _dotted(doc: dict, path: str) -> Any:
     for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
         doc = doc[part]
     return doc
+
+
+def _composition_matrix(docs: Sequence[dict]) -> tuple[np.ndarray, list[str]]:
+    """Amounts of each element (columns sorted) of candidate documents."""
+    elements = sorted({el for d in docs for el in d["composition"]})
+    values = np.array([[d["composition"].get(el, 0.0) for el in elements] for d in docs])
+    return values.reshape(len(docs), len(elements)), elements

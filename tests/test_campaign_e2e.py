@@ -132,7 +132,7 @@ def test_crash_after_acquisition_resumes_without_lost_or_repeated_calls(
     # records its acquisitions and adds oracle jobs, which we drop (the "crash").
     for job in flow.jobs:
         job.run(memory_store)
-    acquired = stores.candidate_table(cfg.name, ["state"], {"state": "acquired"})
+    acquired = stores.open_acquisitions(stores.get_campaign(cfg.name))
     assert len(acquired) == cfg.initial_design.n_initial and not stores.get_labels(cfg.name)
 
     _run(resume_flow(cfg.name), memory_store, tmp_path)

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from alcampaign.cli import app
 
-from conftest import EXAMPLES, small_config_dict
+from conftest import EXAMPLES, STORES, small_config_dict
 
 runner = CliRunner()
 
@@ -51,52 +52,191 @@ def test_run_then_status_json(finished):
     assert runner.invoke(app, ["resume", "test-cuau"]).exit_code == 0
 
 
+def _cif(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _store_file(tmp_path: Path, name: str, spec) -> str:
+    path = tmp_path / name
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    return str(path)
+
+
 def test_bad_inputs_exit_2_and_leave_the_store_unchanged(
-    finished, alc_home, write_config, tmp_path
+    finished, alc_home, write_config, tmp_path, monkeypatch
 ):
+    """The bad-input catalogue: each input gets exit code 2 and an error that names
+    what to fix, and the stored campaign is byte-for-byte unchanged."""
     before = _snapshot(alc_home)
-    bad_cif = tmp_path / "bad.cif"
-    bad_cif.write_text("data_x\n_cell_length_a oops\n")
+    cuau = (EXAMPLES / "cuau_fcc.cif").read_text()
+
+    def config(label: str, **overrides) -> str:
+        cfg = small_config_dict(**{"name": "other", **overrides})
+        return str(write_config(cfg, f"{label.replace(' ', '_')}.yaml"))
+
+    memory = yaml.safe_load((STORES / "memory.yaml").read_text())
+    no_campaigns = {**memory, "additional_stores": dict(memory["additional_stores"])}
+    del no_campaigns["additional_stores"]["campaigns"]
+    unknown_type = {**memory, "docs_store": {"type": "NoSuchStore", "collection_name": "d"}}
+    monkeypatch.delenv("ALCAMPAIGN_MONGODB_URI", raising=False)
+    unreachable = _store_file(
+        tmp_path,
+        "unreachable.yaml",
+        (STORES / "mongodb.yaml")
+        .read_text()
+        .replace(
+            "${ALCAMPAIGN_MONGODB_URI}", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"
+        ),
+    )
+    # (arguments, a word the error must contain)
     cases = {
-        "missing config": [str(tmp_path / "missing.yaml")],
-        "malformed yaml": [str(write_config({"name": "x", "system": "["}, "m.yaml"))],
-        "bad field": [
-            str(write_config(small_config_dict(acquisition={"batch_size": -1}), "f.yaml"))
-        ],
-        "unknown field": [str(write_config(small_config_dict(surprise=1), "u.yaml"))],
-        "bad structure": [
-            str(
-                write_config(
-                    small_config_dict(system={"structure": str(bad_cif)}, name="other"), "s.yaml"
+        # -- configs
+        "missing config": ([str(tmp_path / "missing.yaml")], "missing.yaml"),
+        "malformed yaml": ([_cif(tmp_path, "m.yaml", "name: x\nsystem: [\n")], "yaml"),
+        "config not a mapping": ([_cif(tmp_path, "l.yaml", "- a\n- b\n")], "mapping"),
+        "missing name": ([config("missing name", name=None)], "name"),
+        "unknown field": ([config("unknown field", surprise=1)], "surprise"),
+        "negative batch": ([config("bad batch", acquisition={"batch_size": -1})], "batch_size"),
+        "unknown rule": ([config("bad rule", acquisition={"rule": "best"})], "rule"),
+        "negative budget": (
+            [config("bad budget", stopping={"max_oracle_calls": -1})],
+            "max_oracle_calls",
+        ),
+        "oracle not importable": (
+            [config("bad oracle", oracle={"maker": "nowhere.Maker"})],
+            "nowhere",
+        ),
+        "oracle not a Maker": ([config("not maker", oracle={"maker": "pathlib.Path"})], "Maker"),
+        "oracle rejects kwargs": (
+            [config("bad kwargs", oracle={"kwargs": {"no_such_option": 1}})],
+            "no_such_option",
+        ),
+        "element the oracle cannot compute": (
+            [config("emt li", system={"structure": str(EXAMPLES / "li05coo2_layered.cif")})],
+            "Li",
+        ),
+        "existing name": ([str(finished)], "resume"),
+        # -- structure files
+        "missing structure": (
+            [config("no cif", system={"structure": str(tmp_path / "x.cif")})],
+            "x.cif",
+        ),
+        "malformed cif": (
+            [
+                config(
+                    "bad cif",
+                    system={"structure": _cif(tmp_path, "b.cif", "data_x\n_cell_length_a oops\n")},
                 )
-            )
-        ],
-        "bad oracle": [
-            str(
-                write_config(
-                    small_config_dict(oracle={"maker": "nowhere.Maker"}, name="other"), "o.yaml"
+            ],
+            "b.cif",
+        ),
+        "no disordered site": (
+            [
+                config(
+                    "ordered",
+                    system={
+                        "structure": _cif(
+                            tmp_path,
+                            "o.cif",
+                            cuau.replace("  Au1  Au  0.0  0.0  0.0  0.5\n", "").replace(
+                                "Cu  0.0  0.0  0.0  0.5", "Cu  0.0  0.0  0.0  1.0"
+                            ),
+                        )
+                    },
                 )
-            )
-        ],
-        "empty enumeration cap": [
-            str(
-                write_config(
-                    small_config_dict(enumeration={"max_candidates": 3}, name="other"), "e.yaml"
+            ],
+            "disorder",
+        ),
+        "occupancy above 1": (
+            [
+                config(
+                    "over",
+                    system={
+                        "structure": _cif(
+                            tmp_path,
+                            "over.cif",
+                            cuau.replace("Au  0.0  0.0  0.0  0.5", "Au  0.0  0.0  0.0  0.7"),
+                        )
+                    },
                 )
-            )
-        ],
-        "existing name": [str(finished)],
-        "missing store file": [str(finished), "--name", "n2", "--store", str(tmp_path / "no.yaml")],
+            ],
+            "occupanc",
+        ),
+        "empty enumeration": (
+            [config("empty", enumeration={"concentrations": {"Au": 0.3}})],
+            "empty",
+        ),
+        "enumeration over the cap": (
+            [config("cap", enumeration={"max_candidates": 3})],
+            "max_candidates",
+        ),
+        # -- store files
+        "missing store file": (
+            [str(finished), "--name", "n2", "--store", str(tmp_path / "no.yaml")],
+            "no.yaml",
+        ),
+        "malformed store file": (
+            [
+                str(finished),
+                "--name",
+                "n2",
+                "--store",
+                _store_file(tmp_path, "s1.yaml", "docs_store: [\n"),
+            ],
+            "s1.yaml",
+        ),
+        "store without docs_store": (
+            [str(finished), "--name", "n2", "--store", _store_file(tmp_path, "s2.yaml", {"a": 1})],
+            "docs_store",
+        ),
+        "store lacking a campaign collection": (
+            [
+                str(finished),
+                "--name",
+                "n2",
+                "--store",
+                _store_file(tmp_path, "s3.yaml", no_campaigns),
+            ],
+            "campaigns",
+        ),
+        "unknown store type": (
+            [
+                str(finished),
+                "--name",
+                "n2",
+                "--store",
+                _store_file(tmp_path, "s4.yaml", unknown_type),
+            ],
+            "NoSuchStore",
+        ),
+        "unset credential variable": (
+            [str(finished), "--name", "n2", "--store", str(STORES / "mongodb.yaml")],
+            "ALCAMPAIGN_MONGODB_URI",
+        ),
+        "unreachable database": (
+            [str(finished), "--name", "n2", "--store", unreachable],
+            "reachable",
+        ),
     }
-    for label, args in cases.items():
+    assert len(cases) >= 20
+    for label, (args, word) in cases.items():
         result = runner.invoke(app, ["run", *args])
         assert result.exit_code == 2, (label, result.output)
-        assert "error" in result.output.lower(), label
-    result = runner.invoke(
-        app, ["run", str(write_config(small_config_dict(acquisition={"batch_size": 0}), "g.yaml"))]
-    )
-    assert "acquisition.batch_size" in result.output
-    assert _snapshot(alc_home) == before
+        assert "error" in result.output.lower(), (label, result.output)
+        assert word.lower() in result.output.lower(), (label, word, result.output)
+        assert _snapshot(alc_home) == before, label
+    # Other commands on the stored campaign.
+    others = {
+        "resume unknown": ["resume", "nope"],
+        "query bad state": ["query", "test-cuau", "--state", "weird"],
+        "ingest unknown file": ["ingest", "test-cuau", str(tmp_path / "answers.csv")],
+    }
+    for label, args in others.items():
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (label, result.output)
+        assert _snapshot(alc_home) == before, label
 
 
 def test_nothing_written_for_a_bad_config_on_a_fresh_machine(alc_home, write_config):

@@ -1,0 +1,107 @@
+"""The campaign lease: two controllers on one campaign never both acquire."""
+
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from alcampaign import jobs
+from alcampaign.stores import CampaignStores
+
+CONFIG = {
+    "name": "lease",
+    "system": {"structure": "/unused.cif"},
+    "initial_design": {"n_initial": 4},
+    "acquisition": {"rule": "max_variance", "batch_size": 3},
+    "stopping": {"max_oracle_calls": 100, "rmse_target": 1e-9},
+}
+
+
+@pytest.fixture
+def stores(memory_store):
+    """A campaign ready for its first decision: 40 candidates, 6 labels."""
+    stores = CampaignStores.from_job_store(memory_store)
+    stores.create_campaign("lease", CONFIG)
+    rng = np.random.default_rng(0)
+    stores.insert_candidates(
+        "lease",
+        [
+            {
+                "campaign": "lease",
+                "candidate_id": f"c{i:03d}",
+                "features": [1.0, *rng.normal(size=3)],
+                "composition": {"Cu": 1.0},
+                "state": "pool",
+            }
+            for i in range(40)
+        ],
+    )
+    stores.add_labels(
+        [
+            {
+                "campaign": "lease",
+                "candidate_id": f"c{i:03d}",
+                "fidelity": "oracle",
+                "status": "success",
+                "energy_per_atom": float(rng.normal()),
+                "cost": 1.0,
+            }
+            for i in range(6)
+        ]
+    )
+    return stores
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_live_holder_keeps_the_lease_and_nothing_is_acquired(stores, monkeypatch):
+    monkeypatch.setattr(jobs, "LEASE_WAIT", 0.3)
+    holder = f"{socket.gethostname()}:{1}:other-controller"  # pid 1 is alive
+    assert stores.acquire_lease("lease", holder, ttl=60)
+    out = jobs.decide_under_lease(stores, "lease", 0, "me")
+    assert out == {"skipped": "another controller holds the campaign lease"}
+    doc = stores.get_campaign("lease")
+    assert not doc["history"] and not doc.get("acquisitions")
+    assert doc["lease"]["owner"] == holder
+
+
+def test_a_dead_holders_lease_is_broken(stores):
+    dead = f"{socket.gethostname()}:{_dead_pid()}:killed-controller"
+    assert stores.acquire_lease("lease", dead, ttl=600)
+    jobs.decide_under_lease(stores, "lease", 0, "me")
+    doc = stores.get_campaign("lease")
+    assert len(doc["history"]) == 1 and len(doc["acquisitions"]) == 3
+    assert doc["lease"] is None  # given back after the decision
+
+
+def test_an_iteration_is_decided_once(stores):
+    jobs.decide_under_lease(stores, "lease", 0, "first")
+    out = jobs.decide_under_lease(stores, "lease", 0, "second")
+    assert out == {"skipped": "iteration 0 was decided already"}
+    assert len(stores.get_campaign("lease")["acquisitions"]) == 3
+
+
+def test_concurrent_controllers_acquire_once(stores):
+    barrier = threading.Barrier(4)
+    results = []
+
+    def run(owner):
+        barrier.wait()
+        results.append(jobs.decide_under_lease(stores, "lease", 0, owner))
+
+    threads = [threading.Thread(target=run, args=(f"owner{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    doc = stores.get_campaign("lease")
+    assert len(doc["history"]) == 1 and len(doc["acquisitions"]) == 3
+    assert len({a["candidate_id"] for a in doc["acquisitions"]}) == 3
+    assert sum(isinstance(r, dict) and "skipped" in r for r in results) == 3
