@@ -34,6 +34,12 @@ async function getJSON(url){
   return body;
 }
 function showError(e){ document.getElementById('error').textContent = e ? String(e.message || e) : ''; }
+const seen = {};
+function changed(key, value){  // re-render only what changed: no flicker, no lost selection
+  const text = JSON.stringify(value);
+  if (seen[key] === text) return false;
+  seen[key] = text; return true;
+}
 function poll(fn){ const s = {poll}; fn(); if (s > 0) setInterval(fn, s * 1000); }
 </script>"""
 
@@ -55,6 +61,7 @@ INDEX = (
 async function load(){
   try {
     const rows = await getJSON('/api/dashboard/campaigns');
+    if (!changed('list', rows)) { showError(null); return; }
     const body = document.querySelector('#campaigns tbody');
     body.replaceChildren();
     for (const c of rows){
@@ -143,6 +150,7 @@ function valueCell(v, id){ return el('td', fmt(v), {id: id, 'data-value': JSON.s
 
 async function loadStatus(){
   const s = await getJSON(BASE + '/status');
+  if (!changed('status', s)) return;
   fill('status', ['state', 'iteration', 'n_oracle_calls', 'n_candidates', 'stop_reason',
                   'updated_at'].map(k => row([el('th', k.replace(/_/g, ' ')),
                                               valueCell(s[k], 'field-' + k)])));
@@ -168,6 +176,7 @@ function plot(id, traces, title, xtitle, ytitle){
 
 async function loadPlots(){
   const p = await getJSON(BASE + '/plots');
+  if (!changed('plots', p)) return;
   const lc = p.learning_curve, meV = a => a.map(v => v === null ? null : 1000 * v);
   const lcTraces = [
     {x: lc.n_oracle_calls, y: meV(lc.rmse), name: 'RMSE', mode: 'lines+markers'},
@@ -222,6 +231,7 @@ async function loadCandidates(){
   if (search) q.set('search', search);
   if (state) q.set('state', state);
   const t = await getJSON(BASE + '/candidates?' + q);
+  if (!changed('candidates', t)) return;
   nPages = t.n_pages;
   document.getElementById('page-info').textContent =
     'page ' + t.page + ' of ' + t.n_pages + ' (' + t.total + ' candidates)';
