@@ -341,3 +341,10 @@ def test_pages_reflect_new_labels(served, memory_stores):
     row = next(r for r in after["rows"] if r["candidate_id"] == cid)
     assert row["energy_per_atom"] == -1.5 and row["energy_source"] == "emt"
     assert client.get(f"{DASH}/{name}/status").json()["n_oracle_calls"] == 7
+
+
+def test_serve_rejects_bad_options(tmp_path):
+    assert runner.invoke(cli_app, ["serve", "--port", "0"]).exit_code == 2
+    assert runner.invoke(cli_app, ["serve", "--poll", "-1"]).exit_code == 2
+    missing = runner.invoke(cli_app, ["serve", "--store", str(tmp_path / "no.yaml")])
+    assert missing.exit_code == 2 and "error" in missing.output.lower()
