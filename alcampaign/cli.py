@@ -640,6 +640,44 @@ def status(
         console.print(status_table(rec))
 
 
+@app.command()
+def serve(
+    store: StoreOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind. The default serves this machine only; anything else "
+            "exposes the unauthenticated read-only dashboard (see docs/dashboard.md)."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    poll: Annotated[
+        float, typer.Option(help="Seconds between page refreshes (0: on reload only).")
+    ] = 10.0,
+) -> None:
+    """Serve the read-only web dashboard and HTTP API over the campaign stores."""
+    import uvicorn
+
+    from alcampaign.api import create_app
+
+    if not 0 < port < 65536:
+        raise _fail(f"--port {port}: choose 1 to 65535")
+    if poll < 0:
+        raise _fail(f"--poll {poll}: must be 0 or more")
+    try:
+        _, stores = _open_stores(store)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(
+            f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address "
+            "can read every campaign (no authentication); see docs/dashboard.md",
+            highlight=False,
+        )
+    console.print(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+    uvicorn.run(create_app(stores, poll_seconds=poll), host=host, port=port, log_level="warning")
+
+
 def _waiting_for(stores, doc: dict) -> str:
     """What the controller is waiting for, in words."""
     state = doc.get("state")

@@ -15,3 +15,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
 fi
+# The dashboard's browser tests drive Debian's chromium through chromedriver (no
+# Selenium Manager download). They fail, rather than skip, without it, unless
+# ALCAMPAIGN_SKIP_BROWSER=1.
+if [ "${ALCAMPAIGN_SKIP_BROWSER:-0}" != 1 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  echo "installing chromium and chromium-driver for the browser tests..."
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver >/dev/null
+fi

@@ -66,3 +66,45 @@ def memory_store():
     store = load_job_store(STORES / "memory.yaml")
     store.connect()
     return store
+
+
+@pytest.fixture(scope="session")
+def stored_campaign(tmp_path_factory):
+    """A small finished campaign in an embedded (montydb) store, run once per session
+    for the API and dashboard tests: ``(store YAML path, campaign name)``. The oracle is
+    a fixed-cell EMT relaxation, so the run takes seconds."""
+    from jobflow import run_locally
+
+    from alcampaign.config import embedded_store_spec, load_config
+    from alcampaign.enumeration import read_structure
+    from alcampaign.flows import campaign_flow
+    from alcampaign.stores import job_store_from_spec
+
+    root = tmp_path_factory.mktemp("served")
+    spec = embedded_store_spec(root / "home")
+    store_file = root / "store.yaml"
+    store_file.write_text(yaml.safe_dump(spec))
+    cfg_file = root / "campaign.yaml"
+    cfg_file.write_text(
+        yaml.safe_dump(
+            small_config_dict(
+                name="served-cuau",
+                oracle={
+                    "maker": "atomate2.ase.jobs.EmtRelaxMaker",
+                    "kwargs": {"relax_cell": False, "steps": 50},
+                    "fidelity": "emt",
+                },
+                stopping={"max_oracle_calls": 6},
+            )
+        )
+    )
+    cfg = load_config(cfg_file)
+    job_store = job_store_from_spec(spec)
+    job_store.connect()
+    run_locally(
+        campaign_flow(cfg, read_structure(cfg.system.structure)),
+        store=job_store,
+        root_dir=root,
+        log=False,
+    )
+    return store_file, cfg.name

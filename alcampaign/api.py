@@ -1,0 +1,331 @@
+"""Read-only HTTP API over the campaign stores (FastAPI with maggma's API tools).
+
+One maggma ``ReadOnlyResource`` per collection serves the stored documents as they are,
+with maggma's pagination (``_page``/``_per_page`` or ``_skip``/``_limit``, at most
+1,000 per request), field projection (``_fields``), sorting (``_sort_fields``) and
+filters; the dashboard's own routes (joined candidate table, plot data, CIF download)
+are plain FastAPI routes beside them (:mod:`alcampaign.dashboard`). Every route reads
+through :func:`alcampaign.readonly.read_only` views, so nothing can be written, and
+every document passes :func:`~alcampaign.readonly.redact` on its way out.
+
+=====================  ==================================================
+``/api/campaigns/``    campaign documents (``name``, ``state`` filters)
+``/api/campaigns/N/``  one campaign document by name
+``/api/candidates/``   candidates (``campaign``, ``state``, ``formula``...)
+``/api/labels/``       oracle answers (``campaign``, ``fidelity``...)
+``/api/models/``       model versions (``campaign``, ``iteration``)
+=====================  ==================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from maggma.api.query_operator import (
+    NumericQuery,
+    PaginationQuery,
+    QueryOperator,
+    SortQuery,
+    SparseFieldsQuery,
+)
+from maggma.api.resource import ReadOnlyResource
+from pydantic import BaseModel, Field
+
+from alcampaign.readonly import UnsupportedQuery, read_only, redact
+from alcampaign.stores import CANDIDATE_STATES, CampaignStores
+
+MAX_PER_PAGE = 1000
+# Fields served when a request names none (``_fields``); ``_all_fields=true`` for all.
+CAMPAIGN_FIELDS = [
+    "name",
+    "state",
+    "iteration",
+    "n_oracle_calls",
+    "stop_reason",
+    "metrics",
+    "updated_at",
+]
+LABEL_FIELDS = [
+    "campaign",
+    "candidate_id",
+    "fidelity",
+    "status",
+    "energy_per_atom",
+    "cost",
+    "iteration",
+    "time",
+]
+
+# -- documents (what each resource serves; maggma makes every field optional) ----------
+
+
+class CandidateDoc(BaseModel):
+    """A candidate structure of a campaign."""
+
+    campaign: str | None = Field(None, description="Campaign name.")
+    candidate_id: str | None = Field(None, description="Stable hash of the canonical structure.")
+    formula: str | None = Field(None, description="Reduced formula.")
+    n_sites: int | None = Field(None, description="Atoms in the cell.")
+    composition: dict[str, float] | None = Field(None, description="Element amounts in the cell.")
+    state: str | None = Field(None, description="pool, acquired, requested, labelled or failed.")
+    cheap_state: str | None = Field(None, description="State at the cheap fidelity.")
+    source: dict[str, Any] | None = Field(None, description="Parent, supercell size, backend.")
+    prescreen: dict[str, Any] | None = Field(None, description="CHGNet prescreen results.")
+    acquisition: dict[str, Any] | None = Field(None, description="Iteration, rule and score.")
+    structure: dict[str, Any] | None = Field(None, description="pymatgen Structure dict.")
+    features: list[float] | None = Field(None, description="Feature vector.")
+
+
+class LabelDoc(BaseModel):
+    """An oracle answer."""
+
+    campaign: str | None = Field(None, description="Campaign name.")
+    candidate_id: str | None = Field(None, description="Candidate asked.")
+    fidelity: str | None = Field(None, description="Oracle fidelity name.")
+    status: str | None = Field(None, description="success or failed.")
+    energy_per_atom: float | None = Field(None, description="Energy (eV/atom).")
+    energy: float | None = Field(None, description="Energy of the cell (eV).")
+    forces: list[Any] | None = Field(None, description="Forces (eV/A).")
+    stress: list[Any] | None = Field(None, description="Stress.")
+    final_structure: dict[str, Any] | None = Field(None, description="Relaxed structure.")
+    oracle: dict[str, Any] | None = Field(None, description="Maker name and settings.")
+    job_uuid: str | None = Field(None, description="jobflow job that answered.")
+    cost: float | None = Field(None, description="Cost of the call.")
+    iteration: int | None = Field(None, description="Iteration that asked.")
+    time: str | None = Field(None, description="When the answer was stored (UTC).")
+    error: str | None = Field(None, description="Why a failed call failed.")
+
+
+class ModelDoc(BaseModel):
+    """A surrogate model version."""
+
+    campaign: str | None = Field(None, description="Campaign name.")
+    iteration: int | None = Field(None, description="Controller iteration.")
+    kind: str | None = Field(None, description="Surrogate kind.")
+    featurizer: dict[str, Any] | None = Field(None, description="Featurizer settings.")
+    training_ids: list[str] | None = Field(None, description="Candidates trained on.")
+    metrics: dict[str, Any] | None = Field(None, description="Cross-validated metrics.")
+    n_train: int | None = Field(None, description="Energy rows trained on.")
+    alpha: float | None = Field(None, description="Prior precision.")
+    beta: float | None = Field(None, description="Noise precision (energies).")
+    offset: float | None = Field(None, description="Target offset (eV/atom).")
+    log_evidence: float | None = Field(None, description="Log marginal likelihood.")
+    mean: list[float] | None = Field(None, description="Posterior mean of the weights.")
+    covariance: list[list[float]] | None = Field(None, description="Posterior covariance.")
+    cv_predictions: dict[str, Any] | None = Field(None, description="Out-of-fold predictions.")
+    domain: dict[str, Any] | None = Field(None, description="Applicability-domain summary.")
+    time: str | None = Field(None, description="When the model was stored (UTC).")
+
+
+class CampaignDoc(BaseModel):
+    """A campaign."""
+
+    name: str | None = Field(None, description="Campaign name.")
+    config: dict[str, Any] | None = Field(None, description="Validated campaign config.")
+    state: str | None = Field(None, description="running, waiting, stopped, failed, enumerated.")
+    iteration: int | None = Field(None, description="Last controller iteration.")
+    n_oracle_calls: int | None = Field(None, description="Oracle calls at the dear fidelity.")
+    cost_spent: float | None = Field(None, description="Cost of every label.")
+    stop_reason: str | None = Field(None, description="Why the campaign stopped.")
+    metrics: dict[str, Any] | None = Field(None, description="Latest cross-validated metrics.")
+    criteria: list[dict[str, Any]] | None = Field(None, description="Stopping criteria.")
+    history: list[dict[str, Any]] | None = Field(None, description="One entry per iteration.")
+    enumeration: dict[str, Any] | None = Field(None, description="Enumeration summary.")
+    prescreen: dict[str, Any] | None = Field(None, description="Prescreen summary.")
+    created_at: str | None = Field(None, description="Creation time (UTC).")
+    updated_at: str | None = Field(None, description="Last update (UTC).")
+
+
+# -- query operators -------------------------------------------------------------------
+
+
+class FieldFilter(QueryOperator):
+    """Equality filters on named fields, with allowed values checked (400 otherwise).
+
+    Parameters
+    ----------
+    fields
+        ``{query parameter: (document field, type, description)}``.
+    choices
+        Allowed values of some parameters.
+    """
+
+    def __init__(
+        self,
+        fields: dict[str, tuple[str, type, str]],
+        choices: dict[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.fields = fields
+        self.choices = choices or {}
+
+        def query(**kwargs) -> dict:
+            criteria = {}
+            for param, value in kwargs.items():
+                if value is None:
+                    continue
+                allowed = self.choices.get(param)
+                if allowed is not None and value not in allowed:
+                    raise HTTPException(
+                        400, f"{param}={value!r}: choose one of {', '.join(allowed)}"
+                    )
+                criteria[self.fields[param][0]] = value
+            return {"criteria": criteria}
+
+        query.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    param,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=Query(None, description=desc),
+                    annotation=kind | None,
+                )
+                for param, (_, kind, desc) in fields.items()
+            ]
+        )
+        self.query = query  # type: ignore[method-assign]
+
+    def query(self) -> dict:  # replaced per instance in __init__ (as maggma's operators do)
+        """Filter parameters of the endpoint."""
+        return {}
+
+
+class Redact(QueryOperator):
+    """Replaces credential-like values in every document served (post-processing)."""
+
+    def query(self) -> dict:
+        return {}
+
+    def post_process(self, docs: list[dict], query: dict) -> list[dict]:
+        return [redact(d) for d in docs]
+
+
+def _resource(store, model, default_fields, filters, numeric=None, sort=None, by_key=False):
+    ops = [
+        filters,
+        *([NumericQuery(model, fields=numeric)] if numeric else []),
+        SortQuery(fields=sort, max_num=2),
+        PaginationQuery(default_limit=100, max_limit=MAX_PER_PAGE),
+        SparseFieldsQuery(model, default_fields=default_fields),
+        Redact(),
+    ]
+    return ReadOnlyResource(
+        store,
+        model,
+        tags=[model.__name__],
+        query_operators=ops,
+        enable_get_by_key=by_key,
+        disable_validation=True,  # orjson straight out; the projections keep docs small
+    )
+
+
+def resources(stores: CampaignStores) -> dict[str, ReadOnlyResource]:
+    """One maggma ``ReadOnlyResource`` per campaign collection (read-only views)."""
+    campaign = ("campaign", str, "Campaign name.")
+    return {
+        "campaigns": _resource(
+            stores.campaigns,
+            CampaignDoc,
+            CAMPAIGN_FIELDS,
+            FieldFilter(
+                {"name": ("name", str, "Campaign name."), "state": ("state", str, "State.")}
+            ),
+            numeric=["iteration", "n_oracle_calls"],
+            sort=["name", "updated_at", "iteration", "n_oracle_calls"],
+            by_key=True,
+        ),
+        "candidates": _resource(
+            stores.candidates,
+            CandidateDoc,
+            ["campaign", "candidate_id", "formula", "n_sites", "state", "acquisition"],
+            FieldFilter(
+                {
+                    "campaign": campaign,
+                    "candidate_id": ("candidate_id", str, "Candidate id."),
+                    "formula": ("formula", str, "Reduced formula, e.g. CuAu."),
+                    "state": ("state", str, "Candidate state."),
+                    "acquired_in": ("acquisition.iteration", int, "Acquired in this iteration."),
+                },
+                {"state": CANDIDATE_STATES},
+            ),
+            numeric=["n_sites"],
+            sort=["candidate_id", "formula", "n_sites", "state"],
+        ),
+        "labels": _resource(
+            stores.labels,
+            LabelDoc,
+            LABEL_FIELDS,
+            FieldFilter(
+                {
+                    "campaign": campaign,
+                    "candidate_id": ("candidate_id", str, "Candidate id."),
+                    "fidelity": ("fidelity", str, "Oracle fidelity."),
+                    "status": ("status", str, "success or failed."),
+                },
+                {"status": ("success", "failed")},
+            ),
+            numeric=["energy_per_atom", "cost", "iteration"],
+            sort=["candidate_id", "energy_per_atom", "iteration", "time"],
+        ),
+        "models": _resource(
+            stores.models,
+            ModelDoc,
+            ["campaign", "iteration", "kind", "metrics", "n_train", "time"],
+            FieldFilter({"campaign": campaign}),
+            numeric=["iteration"],
+            sort=["iteration", "time"],
+        ),
+    }
+
+
+# -- the app ---------------------------------------------------------------------------
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 with one readable sentence per bad parameter, instead of FastAPI's 422."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+        got = err.get("input")
+        problems.append(f"{where}: {err.get('msg')}" + (f" (got {got!r})" if got else ""))
+    return JSONResponse({"detail": "bad parameter " + "; ".join(problems)}, status_code=400)
+
+
+def create_app(stores: CampaignStores, poll_seconds: float = 10.0) -> FastAPI:
+    """The read-only API and the dashboard over a connected set of campaign stores.
+
+    Parameters
+    ----------
+    stores
+        Connected campaign stores; the app keeps only read-only views of them.
+    poll_seconds
+        How often the dashboard pages refresh their numbers (0: only on reload).
+    """
+    from alcampaign import dashboard
+
+    view = read_only(stores)
+    app = FastAPI(
+        title="alcampaign",
+        description="Read-only API and dashboard over the campaign stores.",
+        version="1",
+    )
+    app.state.stores = view
+    app.state.poll_seconds = poll_seconds
+    for prefix, resource in resources(view).items():
+        app.include_router(resource.router, prefix=f"/api/{prefix}")
+    app.include_router(dashboard.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.exception_handler(UnsupportedQuery)
+    def _unsupported(request: Request, exc: UnsupportedQuery) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.get("/api/heartbeat", include_in_schema=False)
+    def heartbeat() -> dict:
+        return {"status": "OK", "read_only": True}
+
+    return app

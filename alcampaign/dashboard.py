@@ -1,0 +1,399 @@
+"""The web dashboard: HTML pages and the JSON routes behind them (plain FastAPI).
+
+These routes join and reshape what maggma's per-collection resources cannot: the
+campaign list with metrics against their thresholds, the plot data of
+:func:`alcampaign.report.collect` (the same numbers as ``alcampaign report`` and
+``status --json``), a candidate table that joins each page of candidates with its
+labels and surrogate predictions, and a CIF download. The candidate table is paged
+on the server: one query with skip/limit and a projection of the table fields, then
+the labels of that page only.
+
+The pages are static HTML with a little JavaScript that fetches these routes and
+polls them (``poll_seconds``); plotly.js is served from the installed ``plotly``
+package, so nothing is loaded from the internet.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+
+from alcampaign.report import calibration_curve, collect, hull_table, summary
+from alcampaign.stopping import expected_calibration_error
+from alcampaign.stores import CANDIDATE_STATES, CampaignStores
+
+router = APIRouter()
+MAX_TABLE_PAGE = 500
+SORTS = {
+    "candidate_id": [("candidate_id", 1)],
+    "formula": [("formula", 1), ("candidate_id", 1)],
+    "n_sites": [("n_sites", 1), ("candidate_id", 1)],
+    "state": [("state", 1), ("candidate_id", 1)],
+    "chgnet_energy": [("prescreen.energy_per_atom", 1), ("candidate_id", 1)],
+}
+TABLE_FIELDS = [
+    "candidate_id",
+    "formula",
+    "n_sites",
+    "state",
+    "acquisition",
+    "prescreen.energy_per_atom",
+]
+
+
+def _stores(request: Request) -> CampaignStores:
+    return request.app.state.stores
+
+
+def _only(request: Request, allowed: set[str]) -> None:
+    """400 for query parameters a route does not take (a typo must not be ignored)."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise HTTPException(
+            400,
+            f"unknown query parameter(s) {', '.join(unknown)}; this route takes "
+            f"{', '.join(sorted(allowed)) or 'none'}",
+        )
+
+
+def _campaign(stores: CampaignStores, name: str, properties=None) -> dict:
+    doc = stores.campaigns.query_one({"name": name}, properties)
+    if doc is None:
+        raise HTTPException(404, f"no campaign named {name!r} in this store")
+    return doc
+
+
+def _finite(obj):
+    """JSON-safe copy: NaN and infinities become ``None``, numpy scalars Python ones."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# -- JSON routes -----------------------------------------------------------------------
+
+
+@router.get("/api/dashboard/campaigns", tags=["dashboard"])
+def campaign_list(request: Request) -> list[dict]:
+    """Every campaign: name, system, state, iteration, oracle calls, metrics against
+    their thresholds (the stopping criteria), last activity; newest first."""
+    _only(request, set())
+    docs = _stores(request).campaigns.query(
+        {},
+        [
+            "name",
+            "state",
+            "iteration",
+            "n_oracle_calls",
+            "cost_spent",
+            "stop_reason",
+            "metrics",
+            "criteria",
+            "updated_at",
+            "config.system.structure",
+            "enumeration.n_candidates",
+        ],
+    )
+    rows = [
+        {
+            "name": d["name"],
+            "system": Path(((d.get("config") or {}).get("system") or {}).get("structure", "")).stem
+            or None,
+            "state": d.get("state"),
+            "iteration": d.get("iteration", 0),
+            "n_oracle_calls": d.get("n_oracle_calls", 0),
+            "cost_spent": d.get("cost_spent"),
+            "stop_reason": d.get("stop_reason"),
+            "metrics": d.get("metrics") or {},
+            "criteria": d.get("criteria") or [],
+            "n_candidates": (d.get("enumeration") or {}).get("n_candidates"),
+            "updated_at": d.get("updated_at"),
+        }
+        for d in docs
+    ]
+    return _finite(sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
+
+
+@router.get("/api/dashboard/campaigns/{name}/status", tags=["dashboard"])
+def campaign_status(name: str, request: Request) -> dict:
+    """Exactly the object ``alcampaign status NAME --json`` prints."""
+    from alcampaign.cli import status_record
+
+    _only(request, set())
+    return _finite(status_record(_campaign(_stores(request), name)))
+
+
+@router.get("/api/dashboard/campaigns/{name}/plots", tags=["dashboard"])
+def campaign_plots(name: str, request: Request) -> dict:
+    """Plot data and summary numbers, from :func:`alcampaign.report.collect` (the
+    numbers ``alcampaign report`` draws): learning curve, calibration, parity, convex
+    hull, the decisions of every iteration and every acquisition."""
+    _only(request, set())
+    try:
+        data = collect(_stores(request), name)
+    except KeyError as exc:
+        raise HTTPException(404, exc.args[0]) from None
+    hull = hull_table(data)
+    doc = data.doc
+    stopping = doc["config"].get("stopping", {})
+    history = doc.get("history") or []
+    out: dict = {
+        "summary": summary(data, hull),
+        "learning_curve": {
+            "n_oracle_calls": [h["n_oracle_calls"] for h in history],
+            "rmse": [h["metrics"].get("rmse") for h in history],
+            "mae": [h["metrics"].get("mae") for h in history],
+            "targets": {k: stopping.get(k) for k in ("rmse_target", "mae_target")},
+        },
+        "calibration": None,
+        "parity": None,
+        "hull": None,
+        "history": [
+            {
+                "iteration": h["iteration"],
+                "rule": h.get("rule"),
+                "n_oracle_calls": h["n_oracle_calls"],
+                "rmse": h["metrics"].get("rmse"),
+                "acquired": h.get("acquired") or [],
+                "decision": h["decision"].get("reason")
+                or ("stop" if h["decision"].get("stop") else "go on"),
+                "time": h.get("time"),
+            }
+            for h in history
+        ],
+        "acquisitions": sorted(
+            data.acquisitions, key=lambda a: (a.get("iteration") or 0, -(a.get("score") or 0))
+        ),
+    }
+    cv = (data.model or {}).get("cv_predictions")
+    if cv:
+        energy = {lab["candidate_id"]: lab["energy_per_atom"] for lab in data.labels}
+        ids = data.model["training_ids"]
+        y = np.array([energy[cid] for cid in ids])
+        mean, std = np.array(cv["mean"]), np.array(cv["std"])
+        nominal, observed = calibration_curve(y, mean, std)
+        out["calibration"] = {
+            "nominal": nominal.tolist(),
+            "observed": observed.tolist(),
+            "ece": expected_calibration_error(y, mean, std),
+        }
+        out["parity"] = {"ids": ids, "oracle": y.tolist(), "mean": cv["mean"], "std": cv["std"]}
+    if hull:
+        good = [lab["candidate_id"] for lab in data.labels if lab["status"] == "success"]
+        out["hull"] = {**hull, "ids": good}
+    return _finite(out)
+
+
+def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Predictive mean and standard deviation (eV/atom) of the stored Bayesian linear
+    posterior at candidate features, as ``BayesianLinearRegression.predict`` computes
+    them; ``None`` where the stored model cannot be applied to stored features alone
+    (CHGNet embeddings are standardised over the whole pool). For an ensemble this is
+    its reference model's posterior."""
+    if not model or model.get("mean") is None or model.get("covariance") is None:
+        return None
+    if (model.get("featurizer") or {}).get("kind") == "chgnet_embedding":
+        return None
+    X = np.atleast_2d(np.asarray(features, dtype=float))
+    offset = float(model.get("offset") or 0.0)
+    if model.get("fidelity_offsets"):
+        X = np.hstack([X, X])  # dear rows: shared weights plus the correction
+        offset += float(model["fidelity_offsets"][0])
+    w, cov = np.asarray(model["mean"]), np.asarray(model["covariance"])
+    if X.shape[1] != w.size:
+        return None
+    var = np.einsum("ij,jk,ik->i", X, cov, X, optimize=True) + 1.0 / float(model["beta"])
+    return X @ w + offset, np.sqrt(np.maximum(var, 0.0))
+
+
+@router.get("/api/dashboard/campaigns/{name}/candidates", tags=["dashboard"])
+def candidate_page(
+    name: str,
+    request: Request,
+    page: int = Query(1, ge=1, description="Page number, from 1."),
+    per_page: int = Query(50, ge=1, le=MAX_TABLE_PAGE, description="Rows per page."),
+    search: str | None = Query(
+        None, max_length=100, description="Part of the formula, or the start of the id."
+    ),
+    state: str | None = Query(None, description="Only candidates in this state."),
+    sort: str = Query("candidate_id", description=f"One of {', '.join(SORTS)}."),
+) -> dict:
+    """One page of a campaign's candidates with their energies (the oracle label where
+    one exists, else the CHGNet prescreen), the latest surrogate's prediction and its
+    uncertainty, and the state. Paged on the server: only this page is read."""
+    _only(request, {"page", "per_page", "search", "state", "sort"})
+    if state is not None and state not in CANDIDATE_STATES:
+        raise HTTPException(400, f"state={state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
+    if sort not in SORTS:
+        raise HTTPException(400, f"sort={sort!r}: choose one of {', '.join(SORTS)}")
+    stores = _stores(request)
+    doc = _campaign(stores, name, ["name", "config.oracle.fidelity"])
+    fidelity = doc["config"]["oracle"]["fidelity"]
+    criteria: dict = {"campaign": name}
+    if state:
+        criteria["state"] = state
+    if search:
+        pattern = re.escape(search.strip())
+        criteria["$or"] = [
+            {"formula": {"$regex": pattern}},
+            {"candidate_id": {"$regex": "^" + pattern}},
+        ]
+    total = stores.candidates.count(criteria)
+    n_pages = max(1, math.ceil(total / per_page))
+    if page > n_pages:
+        raise HTTPException(400, f"page={page}: there are {n_pages} page(s) of {per_page}")
+    model = _latest_model_head(stores, name)
+    fields = TABLE_FIELDS + (["features"] if model else [])
+    docs = stores.candidates._collection.find(
+        criteria, fields, SORTS[sort], (page - 1) * per_page, per_page
+    )
+    ids = [d["candidate_id"] for d in docs]
+    labels = {
+        lab["candidate_id"]: lab
+        for lab in stores.labels.query(
+            {"campaign": name, "fidelity": fidelity, "candidate_id": {"$in": ids}},
+            ["candidate_id", "energy_per_atom", "status"],
+        )
+    }
+    pred = posterior(model, np.array([d["features"] for d in docs])) if model and docs else None
+    rows = []
+    for i, d in enumerate(docs):
+        lab = labels.get(d["candidate_id"]) or {}
+        chgnet = (d.get("prescreen") or {}).get("energy_per_atom")
+        if lab.get("energy_per_atom") is not None:
+            energy, source = lab["energy_per_atom"], fidelity
+        else:
+            energy, source = chgnet, ("chgnet" if chgnet is not None else None)
+        acq = d.get("acquisition") or {}
+        rows.append(
+            {
+                "candidate_id": d["candidate_id"],
+                "formula": d.get("formula"),
+                "n_sites": d.get("n_sites"),
+                "state": d.get("state"),
+                "energy_per_atom": energy,
+                "energy_source": source,
+                "chgnet_energy": chgnet,
+                "label_status": lab.get("status"),
+                "predicted": None if pred is None else float(pred[0][i]),
+                "sigma": None if pred is None else float(pred[1][i]),
+                "iteration": acq.get("iteration"),
+                "rule": acq.get("rule"),
+                "score": acq.get("score"),
+                "relaxed": lab.get("status") == "success",
+            }
+        )
+    return _finite(
+        {
+            "campaign": name,
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "n_pages": n_pages,
+            "model_iteration": None if model is None else model["iteration"],
+            "rows": rows,
+        }
+    )
+
+
+def _latest_model_head(stores: CampaignStores, name: str) -> dict | None:
+    """The latest model's posterior, without its out-of-fold predictions or domain."""
+    its = stores.models.query({"campaign": name}, ["iteration"])
+    if not its:
+        return None
+    it = max(d["iteration"] for d in its)
+    return stores.models.query_one(
+        {"campaign": name, "iteration": it},
+        ["iteration", "featurizer", "mean", "covariance", "offset", "beta", "fidelity_offsets"],
+    )
+
+
+@router.get(
+    "/api/dashboard/campaigns/{name}/structures/{candidate_id}.cif",
+    tags=["dashboard"],
+    response_class=PlainTextResponse,
+)
+def structure_cif(
+    name: str,
+    candidate_id: str,
+    request: Request,
+    relaxed: bool = Query(False, description="The oracle's relaxed structure, not the input."),
+) -> PlainTextResponse:
+    """A candidate's structure as CIF (the enumerated one, or the oracle's relaxed one)."""
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+
+    _only(request, {"relaxed"})
+    stores = _stores(request)
+    doc = _campaign(stores, name, ["name", "config.oracle.fidelity"])
+    if relaxed:
+        lab = stores.labels.query_one(
+            {
+                "campaign": name,
+                "candidate_id": candidate_id,
+                "fidelity": doc["config"]["oracle"]["fidelity"],
+                "status": "success",
+            },
+            ["final_structure"],
+        )
+        struct = (lab or {}).get("final_structure")
+        what = "relaxed structure (no successful label)"
+    else:
+        cand = stores.candidates.query_one(
+            {"campaign": name, "candidate_id": candidate_id}, ["structure"]
+        )
+        struct = (cand or {}).get("structure")
+        what = "candidate"
+    if struct is None:
+        raise HTTPException(404, f"campaign {name!r} has no {what} {candidate_id!r}")
+    text = str(CifWriter(Structure.from_dict(struct)))
+    suffix = "_relaxed" if relaxed else ""
+    return PlainTextResponse(
+        text,
+        media_type="chemical/x-cif",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}_{candidate_id}{suffix}.cif"'
+        },
+    )
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+@router.get("/static/plotly.min.js", include_in_schema=False)
+def plotly_js() -> FileResponse:
+    """plotly.js from the installed plotly package (no CDN)."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return FileResponse(path, media_type="application/javascript")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index_page(request: Request) -> HTMLResponse:
+    """The campaign list."""
+    from alcampaign.dashboard_pages import INDEX
+
+    return HTMLResponse(INDEX.replace("{poll}", str(request.app.state.poll_seconds)))
+
+
+@router.get("/campaign/{name}", response_class=HTMLResponse, include_in_schema=False)
+def campaign_page(name: str, request: Request) -> HTMLResponse:
+    """One campaign: numbers, plots, decisions, acquisitions, candidate table."""
+    from alcampaign.dashboard_pages import CAMPAIGN
+
+    _campaign(_stores(request), name, ["name"])
+    page = CAMPAIGN.replace("{poll}", str(request.app.state.poll_seconds))
+    return HTMLResponse(page.replace("{name}", html.escape(name, quote=True)))
