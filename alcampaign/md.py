@@ -224,9 +224,7 @@ def run_segment(
             history[k].append(v)
         reasons = limits.reasons(results) if limits and (check_first or step > start_step) else []
         if reasons or step >= end_step:
-            return SegmentResult(
-                atoms, step, time_fs, dt, bool(reasons), reasons, results, history
-            )
+            return SegmentResult(atoms, step, time_fs, dt, bool(reasons), reasons, results, history)
         dt = policy.next(dt, results["max_force_std"])
         dyn.set_timestep(dt * units.fs)
         if integrator == "langevin":

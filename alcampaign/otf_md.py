@@ -200,7 +200,11 @@ def label_flow(name: str, config: MDCampaignConfig, frames: list[dict]) -> Flow:
         oracle = maker.make(Structure.from_dict(f["structure"]))
         oracle.name = f"{config.oracle.fidelity} {f['candidate_id']}"
         oracle.update_metadata(
-            {"campaign": name, "candidate_id": f["candidate_id"], "fidelity": config.oracle.fidelity}
+            {
+                "campaign": name,
+                "candidate_id": f["candidate_id"],
+                "fidelity": config.oracle.fidelity,
+            }
         )
         jobs.append(oracle)
         answers.append(
@@ -292,7 +296,8 @@ def update_potential(name: str, after: Any = None) -> dict:
     model = stores.latest_model(name)
     trained = set(model["training_ids"]) if model else set()
     labels = [
-        lab for lab in _good_labels(stores, name, config.oracle.fidelity)
+        lab
+        for lab in _good_labels(stores, name, config.oracle.fidelity)
         if lab["candidate_id"] not in trained
     ]
     if not labels:

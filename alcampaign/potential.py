@@ -337,7 +337,9 @@ class EnvironmentDomain:
             else self.mahalanobis_factor * self.train_max_mahalanobis_
         )
         self.leverage_limit_ = (
-            None if self.leverage_factor is None else self.leverage_factor * self.train_max_leverage_
+            None
+            if self.leverage_factor is None
+            else self.leverage_factor * self.train_max_leverage_
         )
         return self
 
