@@ -250,6 +250,82 @@ def run(
     _finish(doc, cfg.name, store)
 
 
+def md_preflight(cfg) -> Structure:
+    """Check an on-the-fly MD config before anything is written: the structure reads, the
+    oracle Maker imports and knows the elements, and the descriptors accept them."""
+    from alcampaign.jobs import check_oracle_elements, import_maker
+    from alcampaign.otf_md import initial_atoms, new_potential
+
+    structure = read_structure(cfg.system.structure)
+    if not structure.is_ordered:
+        raise ConfigError(f"system.structure {cfg.system.structure} must be ordered for MD")
+    elements = sorted({el.symbol for el in structure.composition})
+    check_oracle_elements(import_maker(cfg.oracle.maker, cfg.oracle.kwargs), elements)
+    atoms = initial_atoms(cfg, structure)
+    new_potential(cfg, elements).descriptor.atom_features(atoms)
+    return structure
+
+
+def _md_summary_table(doc: dict) -> Table:
+    summary = doc.get("md_summary") or {}
+    table = Table(title=f"on-the-fly MD {doc['name']}")
+    table.add_column("")
+    table.add_column("value")
+    rows = [
+        ("state", doc.get("state")),
+        ("MD steps", summary.get("md_steps")),
+        ("oracle calls", doc.get("n_oracle_calls")),
+        ("  bootstrap", summary.get("n_bootstrap")),
+        ("  during MD", summary.get("n_md_calls")),
+        ("  at steps", summary.get("call_steps")),
+        ("  reasons", summary.get("reasons")),
+        ("timestep fs (min/mean/max)", summary.get("dt_fs")),
+        ("stop reason", doc.get("stop_reason")),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+def _md_finish(doc: dict | None, name: str, store_file: Path | None) -> None:
+    if doc is None:
+        raise _fail(f"campaign {name} was not created; see the errors above", 1)
+    console.print(_md_summary_table(doc))
+    where = store_file or (alcampaign_home() / "db")
+    console.print(f"results stored in {where}", highlight=False)
+    if doc["state"] != "stopped":
+        raise _fail(
+            f"campaign {name} did not reach a stop (state {doc['state']}); fix the "
+            f"error above, then 'alcampaign resume {name}'",
+            1,
+        )
+
+
+@app.command()
+def md(
+    config: Annotated[Path, typer.Argument(help="On-the-fly MD config YAML.")],
+    store: StoreOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
+) -> None:
+    """Run on-the-fly MD (the oracle is called where the potential is unsure) to its end."""
+    from alcampaign.md_config import load_md_config
+    from alcampaign.otf_md import md_flow
+
+    try:
+        cfg = load_md_config(config, name=name)
+        structure = md_preflight(cfg)
+        job_store, stores = _open_stores(store)
+    except (ConfigError, EnumerationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if stores.get_campaign(cfg.name) is not None:
+        raise _fail(
+            f"a campaign named {cfg.name!r} exists in this store: continue it with "
+            f"'alcampaign resume {cfg.name}' or choose another --name"
+        )
+    doc = execute(md_flow(cfg, structure), job_store, cfg.name, stores)
+    _md_finish(doc, cfg.name, store)
+
+
 def _parse_pairs(values: list[str], option: str) -> dict[str, str]:
     out = {}
     for v in values:
@@ -596,6 +672,15 @@ def resume(
     from alcampaign.flows import resume_flow
 
     job_store, stores, doc = _campaign_or_fail(store, name)
+    if doc.get("kind") == "otf_md":
+        from alcampaign.otf_md import md_resume_flow
+
+        if doc["state"] != "running":
+            console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
+        else:
+            doc = execute(md_resume_flow(name), job_store, name, stores)
+        _md_finish(doc, name, store)
+        return
     if doc["state"] in ("stopped", "failed", "enumerated"):
         console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
         _finish(doc, name, store)
@@ -717,3 +802,7 @@ def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m alcampaign.cli
+    main()

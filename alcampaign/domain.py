@@ -25,6 +25,11 @@ def _pinv_sym(M: np.ndarray, rcond: float = 1e-10) -> tuple[np.ndarray, int]:
     return inv, int(keep.sum())
 
 
+def _regularised(M: np.ndarray, ridge: float) -> np.ndarray:
+    scale = float(np.mean(np.diag(M))) if M.size else 0.0
+    return M + ridge * max(scale, 1e-12) * np.eye(M.shape[0])
+
+
 @dataclass
 class ApplicabilityDomain:
     """Mahalanobis distance and leverage relative to a training set.
@@ -38,11 +43,18 @@ class ApplicabilityDomain:
         Flag above this leverage; ``None``: ``3 p / n``.
     quantile
         Quantile of the default Mahalanobis threshold.
+    ridge
+        If > 0, add ``ridge`` times the mean diagonal to the covariance and the Gram
+        matrix before inverting (instead of a pseudo-inverse), so that a direction the
+        training set never explored counts as far away rather than being ignored. The
+        pseudo-inverse (``ridge=0``) projects such directions out, which is right for
+        constant columns but blind to genuinely new environments.
     """
 
     mahalanobis_threshold: float | None = None
     leverage_threshold: float | None = None
     quantile: float = 0.99
+    ridge: float = 0.0
 
     def fit(self, X: np.ndarray) -> ApplicabilityDomain:
         """Learn the training mean, covariance and Gram pseudo-inverses."""
@@ -54,8 +66,12 @@ class ApplicabilityDomain:
             if n > 1
             else np.zeros((X.shape[1], X.shape[1]))
         )
+        gram = X.T @ X
+        if self.ridge > 0:
+            cov = _regularised(cov, self.ridge)
+            gram = _regularised(gram, self.ridge)
         self.cov_pinv_, self.cov_rank_ = _pinv_sym(cov)
-        self.gram_pinv_, self.rank_ = _pinv_sym(X.T @ X)
+        self.gram_pinv_, self.rank_ = _pinv_sym(gram)
         self.n_ = n
         self.mahalanobis_limit_ = self.mahalanobis_threshold or float(
             np.sqrt(chi2.ppf(self.quantile, max(self.cov_rank_, 1)))

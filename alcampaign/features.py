@@ -112,7 +112,7 @@ class RadialPairFeaturizer:
         dfc = -0.5 * np.pi / self.r_cut * np.sin(np.pi * d / self.r_cut)
         return g * fc[:, None], dg * fc[:, None] + g * dfc[:, None]
 
-    def _neighbours(self, atoms: Atoms):
+    def _neighbours(self, atoms: Atoms, neighbours: tuple | None = None):
         from ase.neighborlist import neighbor_list
 
         index = {s: k for k, s in enumerate(self.species)}
@@ -122,7 +122,12 @@ class RadialPairFeaturizer:
             raise ValueError(
                 f"element {exc.args[0]} is not in the featurizer's species {self.species}"
             ) from None
-        i, j, d, D = neighbor_list("ijdD", atoms, self.r_cut)
+        if neighbours is None:
+            i, j, d, D = neighbor_list("ijdD", atoms, self.r_cut)
+        else:  # a list built with a longer cutoff: keep the pairs within ours
+            i, j, d, D = neighbours
+            near = d < self.r_cut
+            i, j, d, D = i[near], j[near], d[near], D[near]
         pair = np.array(
             [self._pair_index[(min(a, b), max(a, b))] for a, b in zip(z[i], z[j], strict=True)],
             dtype=int,
@@ -140,9 +145,29 @@ class RadialPairFeaturizer:
         q[len(self.species) :] = pairs.ravel()
         return q
 
-    def gradients(self, atoms: Atoms) -> np.ndarray:
-        """``dq/dr``: shape ``(n_atoms, 3, n_features)``; force rows are its negative."""
-        _, i, d, D, pair = self._neighbours(atoms)
+    def atom_features(self, atoms: Atoms, neighbours: tuple | None = None) -> np.ndarray:
+        """Per-atom descriptors, shape ``(n_atoms, n_features)``; they sum to :meth:`features`.
+
+        Atom ``i`` gets a one for its species and half of each pair it is in.
+        ``neighbours``: ASE ``neighbor_list("ijdD", ...)`` output with a cutoff of at least
+        ``r_cut``, to share one neighbour search between descriptors.
+        """
+        z, i, d, _, pair = self._neighbours(atoms, neighbours)
+        n_species = len(self.species)
+        out = np.zeros((len(atoms), self.n_features))
+        out[np.arange(len(atoms)), z] = 1.0
+        phi, _ = self._basis(d)
+        pairs = np.zeros((len(atoms), len(self._pairs), self.n_radial))
+        np.add.at(pairs, (i, pair), 0.5 * phi)
+        out[:, n_species:] = pairs.reshape(len(atoms), -1)
+        return out
+
+    def gradients(self, atoms: Atoms, neighbours: tuple | None = None) -> np.ndarray:
+        """``dq/dr``: shape ``(n_atoms, 3, n_features)``; force rows are its negative.
+
+        ``neighbours`` as in :meth:`atom_features`.
+        """
+        _, i, d, D, pair = self._neighbours(atoms, neighbours)
         _, dphi = self._basis(d)
         unit = D / d[:, None]  # D = r_j - r_i (with the periodic shift)
         grad = np.zeros((len(atoms), 3, len(self._pairs), self.n_radial))

@@ -365,6 +365,39 @@ class BayesianLinearRegression:
             "covariance": self.covariance_.tolist(),
         }
 
+    def get_state(self) -> dict:
+        """Everything needed to continue this model elsewhere, as plain lists: settings,
+        fitted hyperparameters and the sufficient statistics (no raw rows).
+
+        :meth:`from_state` rebuilds the posterior from it, and :meth:`update` can then add
+        labels exactly as if the model had never left memory.
+        """
+        self._check_fitted()
+        return {
+            "settings": {
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "beta_force": self.beta_force,
+                "center": self.center,
+            },
+            "alpha_": float(self.alpha_),
+            "betas_": self.betas_.tolist(),
+            "stats": {k: np.asarray(v).tolist() for k, v in self._stats.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> BayesianLinearRegression:
+        """The model of a :meth:`get_state` dict (posterior refactorised from the statistics)."""
+        model = cls(**state["settings"])
+        model._stats = {
+            k: (float(v) if k == "sy" else np.asarray(v, dtype=float))
+            for k, v in state["stats"].items()
+        }
+        model.alpha_ = float(state["alpha_"])
+        model.betas_ = np.asarray(state["betas_"], dtype=float)
+        model._factorise()
+        return model
+
 
 @dataclass
 class BootstrapEnsemble:

@@ -25,3 +25,23 @@ class AlwaysFailMaker(EmtRelaxMaker):
 
     def run_ase(self, mol_or_struct, prev_dir=None):
         raise RuntimeError("simulated oracle failure")
+
+
+@dataclass
+class InterruptingEmtMaker(EmtRelaxMaker):
+    """EMT single points that stop the whole run (like Ctrl-C) on the call numbered
+    ``INTERRUPT_AT`` (counted over the process in ``CALLS``)."""
+
+    name: str = "interrupting EMT"
+    steps: int = 1
+    relax_cell: bool = False
+
+    def run_ase(self, mol_or_struct, prev_dir=None):
+        CALLS.append(len(mol_or_struct))
+        if len(CALLS) == INTERRUPT_AT[0]:
+            raise KeyboardInterrupt("simulated interruption of the run")
+        return super().run_ase(mol_or_struct, prev_dir=prev_dir)
+
+
+CALLS: list[int] = []
+INTERRUPT_AT = [0]
