@@ -27,7 +27,6 @@ from alcampaign.flows import campaign_flow
 from alcampaign.managers import (
     PortableJobStore,
     campaign_job_store,
-    load_launchpad,
     read_store_template,
 )
 from alcampaign.stores import CampaignStores, load_job_store
@@ -114,6 +113,16 @@ def _check_campaign(stores: CampaignStores, cfg) -> dict:
     assert {c["acquisition"]["rule"] for c in labelled} == {"initial_random", "max_variance"}
     assert stores.latest_model(cfg.name)["iteration"] == doc["iteration"]
     return doc
+
+
+def _two_iterations() -> dict:
+    """The smallest campaign the controller extends: 3 initial labels, then one more."""
+    return small_config_dict(
+        oracle={"kwargs": {"relax_cell": True, "steps": 200, "relax_kwargs": {"fmax": 0.05}}},
+        initial_design={"n_initial": 3},
+        acquisition={"batch_size": 1},
+        stopping={"max_oracle_calls": 4, "min_labels": 3, "cv_folds": 3},
+    )
 
 
 # -- store templates and credentials -------------------------------------------------
@@ -206,8 +215,7 @@ def test_fireworks_submission_and_bad_options(mongo, launchpad_file, write_confi
 @pytest.mark.slow
 def test_campaign_through_fireworks_rockets(mongo, launchpad_file, write_config, alc_home):
     """The dynamic campaign as FireWorks rockets (rapidfire), through the CLI."""
-    cfg_dict = small_config_dict(stopping={"max_oracle_calls": 6})
-    config = write_config(cfg_dict)
+    config = write_config(_two_iterations())
     base = ["--store", MONGODB, "--manager", "fireworks", "--launchpad", str(launchpad_file)]
     result = runner.invoke(app, ["run", str(config), *base, "--launch"])
     assert result.exit_code == 0, result.output
@@ -228,11 +236,11 @@ def test_campaign_through_fireworks_rockets(mongo, launchpad_file, write_config,
     assert not _leaks(mongo, alc_home), _leaks(mongo, alc_home)
     assert not [s for s in SECRETS if s in result.output]
 
-    # Resuming the stopped campaign through FireWorks changes nothing.
+    # Resuming the stopped campaign through FireWorks submits nothing and changes nothing.
     result = runner.invoke(app, ["resume", cfg.name, *base, "--launch"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "is stopped" in result.output, result.output
     assert len(stores.get_labels(cfg.name)) == cfg.stopping.max_oracle_calls
-    assert mongo["fw_test"].fireworks.count_documents({}) == len(fws) + 3
+    assert mongo["fw_test"].fireworks.count_documents({}) == len(fws)
 
 
 # -- jobflow-remote ------------------------------------------------------------------
@@ -322,13 +330,7 @@ def test_campaign_through_jobflow_remote_runner(
     from jobflow_remote.jobs.runner import Runner
 
     project = _jfr_project(tmp_path, monkeypatch)
-    cfg_dict = small_config_dict(
-        oracle={"kwargs": {"relax_cell": True, "steps": 200, "relax_kwargs": {"fmax": 0.05}}},
-        initial_design={"n_initial": 3},
-        acquisition={"batch_size": 1},
-        stopping={"max_oracle_calls": 4, "min_labels": 3, "cv_folds": 3},
-    )
-    config = write_config(cfg_dict)
+    config = write_config(_two_iterations())
     args = ["run", str(config), "--manager", "jobflow-remote", "--project", project]
     result = runner.invoke(app, args)  # the embedded store: ALCAMPAIGN_STORE=embedded
     assert result.exit_code == 0, result.output
