@@ -308,7 +308,7 @@ def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, sto
     try:
         if manager == "fireworks":
             launchpad = setup["launchpad"]
-            ids = managers.submit_fireworks(flow, setup["template"], launchpad)
+            ids = managers.submit_fireworks(flow, setup["template"], launchpad, name)
             console.print(
                 f"{len(ids)} Fireworks of campaign {name} added to the LaunchPad "
                 f"({launchpad.name}); the controller adds each iteration as it runs",
@@ -320,7 +320,7 @@ def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, sto
                     job_store,
                     name,
                     stores,
-                    lambda root: managers.launch_rockets(launchpad, root),
+                    lambda root: managers.launch_rockets(launchpad, root, name),
                 )
                 _finish(doc, name, store)
                 return

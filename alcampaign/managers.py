@@ -241,30 +241,38 @@ def load_launchpad(path: str | Path | None = None):
     return launchpad
 
 
-def submit_fireworks(flow, template: dict, launchpad) -> dict[int, int]:
+#: Firework spec key naming the campaign (jobflow copies job metadata into the spec).
+CAMPAIGN_KEY = "alcampaign"
+
+
+def submit_fireworks(flow, template: dict, launchpad, name: str) -> dict[int, int]:
     """Convert a flow to a FireWorks workflow and add it to the LaunchPad.
 
-    Every Firework carries a :class:`PortableJobStore` of ``template``. Returns
-    FireWorks' map of temporary to stored Firework ids.
+    Every Firework carries a :class:`PortableJobStore` of ``template`` and the
+    campaign name in its spec (``spec.alcampaign``; jobflow hands the metadata on to
+    the jobs the controller adds). Returns FireWorks' map of temporary to stored ids.
     """
     from jobflow.managers.fireworks import flow_to_workflow
 
+    flow.update_metadata({CAMPAIGN_KEY: name}, dynamic=True)
     workflow = flow_to_workflow(flow, store=PortableJobStore(template))
     return launchpad.add_wf(workflow)
 
 
-def launch_rockets(launchpad, root: str | Path) -> None:
-    """Run rockets in ``root`` until no Firework is ready (FireWorks' ``rapidfire``).
+def launch_rockets(launchpad, root: str | Path, name: str) -> None:
+    """Run the campaign's rockets in ``root`` until none is ready (``rapidfire``).
 
-    Fireworks added by the controller become ready as their parents complete, so this
-    runs the whole campaign.
+    Only Fireworks of campaign ``name`` are pulled, never other workflows of a shared
+    LaunchPad. Fireworks added by the controller become ready as their parents
+    complete, so this runs the whole campaign.
     """
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import rapidfire
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    rapidfire(launchpad, FWorker(), m_dir=str(root), nlaunches=0, strm_lvl="WARNING")
+    worker = FWorker(query={f"spec.{CAMPAIGN_KEY}": name})
+    rapidfire(launchpad, worker, m_dir=str(root), nlaunches=0, sleep_time=5, strm_lvl="WARNING")
 
 
 # ---------------------------------------------------------------------------

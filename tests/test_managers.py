@@ -192,8 +192,9 @@ def test_fireworks_submission_and_bad_options(mongo, launchpad_file, write_confi
     result = runner.invoke(app, [*base, "--launchpad", str(launchpad_file)])
     assert result.exit_code == 0, result.output
     assert "4 Fireworks of campaign test-cuau added" in result.output
-    fws = list(mongo["fw_test"].fireworks.find({}, {"name": 1, "state": 1}))
+    fws = list(mongo["fw_test"].fireworks.find({}, {"name": 1, "state": 1, "spec": 1}))
     assert sorted(fw["state"] for fw in fws) == ["READY", "WAITING", "WAITING", "WAITING"]
+    assert {fw["spec"]["alcampaign"] for fw in fws} == {"test-cuau"}
     # Submitting runs nothing: the workers create the campaign when they run it.
     assert "alc_test" not in mongo.list_database_names()
     assert not _leaks(mongo), _leaks(mongo)
@@ -215,8 +216,13 @@ def test_fireworks_submission_and_bad_options(mongo, launchpad_file, write_confi
 @pytest.mark.slow
 def test_campaign_through_fireworks_rockets(mongo, launchpad_file, write_config, alc_home):
     """The dynamic campaign as FireWorks rockets (rapidfire), through the CLI."""
+    from fireworks import Firework, LaunchPad, ScriptTask
+
     config = write_config(_two_iterations())
     base = ["--store", MONGODB, "--manager", "fireworks", "--launchpad", str(launchpad_file)]
+    # Someone else's workflow on the shared LaunchPad: --launch must leave it alone.
+    other = LaunchPad(host="mongodb://fw.example.invalid/", uri_mode=True, name="fw_test")
+    other.add_wf(Firework(ScriptTask.from_str("echo other"), name="other"))
     result = runner.invoke(app, ["run", str(config), *base, "--launch"])
     assert result.exit_code == 0, result.output
     cfg = load_config(config)
@@ -225,8 +231,9 @@ def test_campaign_through_fireworks_rockets(mongo, launchpad_file, write_config,
     stores = CampaignStores.from_job_store(job_store)
     doc = _check_campaign(stores, cfg)
 
-    fws = list(mongo["fw_test"].fireworks.find({}, {"name": 1, "state": 1}))
+    fws = list(mongo["fw_test"].fireworks.find({"spec.alcampaign": cfg.name}))
     assert {fw["state"] for fw in fws} == {"COMPLETED"}
+    assert mongo["fw_test"].fireworks.find_one({"name": "other"})["state"] == "READY"
     names = [fw["name"] for fw in fws]
     # The controller's additions became Fireworks and ran; each oracle call once.
     assert sorted(n for n in names if n.startswith("controller")) == [
@@ -240,7 +247,7 @@ def test_campaign_through_fireworks_rockets(mongo, launchpad_file, write_config,
     result = runner.invoke(app, ["resume", cfg.name, *base, "--launch"])
     assert result.exit_code == 0 and "is stopped" in result.output, result.output
     assert len(stores.get_labels(cfg.name)) == cfg.stopping.max_oracle_calls
-    assert mongo["fw_test"].fireworks.count_documents({}) == len(fws)
+    assert mongo["fw_test"].fireworks.count_documents({}) == len(fws) + 1
 
 
 # -- jobflow-remote ------------------------------------------------------------------
