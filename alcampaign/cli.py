@@ -49,6 +49,46 @@ StoreOption = Annotated[
 ]
 
 
+ManagerOption = Annotated[
+    str,
+    typer.Option(
+        "--manager",
+        help="local (jobflow run_locally, here), fireworks (a LaunchPad) or jobflow-remote "
+        "(a project); see docs/managers.md.",
+    ),
+]
+LaunchpadOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--launchpad",
+        help="fireworks: LaunchPad YAML (${VAR} expanded); default: FireWorks' own "
+        "(LAUNCHPAD_LOC, my_launchpad.yaml).",
+    ),
+]
+LaunchOption = Annotated[
+    bool,
+    typer.Option(
+        "--launch",
+        help="fireworks: run the rockets here until the campaign stops "
+        "(default: only submit, for the group's workers).",
+    ),
+]
+ProjectOption = Annotated[
+    str | None, typer.Option("--project", help="jobflow-remote: project name (default: its own).")
+]
+WorkerOption = Annotated[
+    str | None, typer.Option("--worker", help="jobflow-remote: worker (default: the first).")
+]
+WorkerStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--worker-store",
+        help="jobflow-remote: the store YAML as seen from the worker ($ALCAMPAIGN_STORE); "
+        "default: --store's absolute path, or 'embedded'.",
+    ),
+]
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -114,10 +154,11 @@ def preflight(config: CampaignConfig, check_oracles: bool = True):
     return parent
 
 
-def execute(flow, job_store, name: str, stores) -> dict:
+def execute(flow, job_store, name: str, stores, runner=None) -> dict:
     """Run a campaign flow with ``run_locally`` and return the campaign document.
 
-    Progress goes to the console through the ``alcampaign`` logger.
+    Progress goes to the console through the ``alcampaign`` logger. ``runner``, if
+    given, is called with the run directory instead (e.g. FireWorks rockets).
     """
     from jobflow import run_locally
 
@@ -138,7 +179,10 @@ def execute(flow, job_store, name: str, stores) -> dict:
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", FutureWarning)  # jobflow's deprecated monty cd
-            run_locally(flow, store=job_store, root_dir=root, log=False)
+            if runner is None:
+                run_locally(flow, store=job_store, root_dir=root, log=False)
+            else:
+                runner(root)
     finally:
         ours.removeHandler(handler)
         theirs.removeHandler(failures)
@@ -226,16 +270,95 @@ def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
         )
 
 
+def _manager_setup(
+    manager: str, store: Path | None, launchpad: Path | None, launch: bool, jfr: dict
+) -> dict:
+    """Check the manager options and open what the manager needs (raises ConfigError)."""
+    from alcampaign.managers import MANAGERS, load_launchpad, read_store_template
+
+    if manager not in MANAGERS:
+        raise ConfigError(f"--manager {manager!r}: choose one of {', '.join(MANAGERS)}")
+    if manager != "fireworks" and (launch or launchpad is not None):
+        raise ConfigError("--launch and --launchpad go with --manager fireworks")
+    if manager != "jobflow-remote" and any(jfr.values()):
+        raise ConfigError("--project, --worker and --worker-store go with --manager jobflow-remote")
+    if manager == "local":
+        return {}
+    import importlib
+
+    try:
+        importlib.import_module("fireworks" if manager == "fireworks" else "jobflow_remote")
+    except ImportError as exc:
+        raise ConfigError(
+            f"--manager {manager} needs {exc.name}: pip install 'alcampaign[managers]'"
+        ) from None
+    if manager == "fireworks":
+        return {"template": read_store_template(store), "launchpad": load_launchpad(launchpad)}
+    return {}
+
+
+def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, store, jfr) -> None:
+    """Run or submit a campaign flow with the chosen manager and report."""
+    from alcampaign import managers
+
+    where = f" --store {store}" if store else ""
+    if manager == "local":
+        _finish(execute(flow, job_store, name, stores), name, store)
+        return
+    try:
+        if manager == "fireworks":
+            launchpad = setup["launchpad"]
+            ids = managers.submit_fireworks(flow, setup["template"], launchpad, name)
+            console.print(
+                f"{len(ids)} Fireworks of campaign {name} added to the LaunchPad "
+                f"({launchpad.name}); the controller adds each iteration as it runs",
+                highlight=False,
+            )
+            if setup["launch"]:
+                doc = execute(
+                    None,
+                    job_store,
+                    name,
+                    stores,
+                    lambda root: managers.launch_rockets(launchpad, root, name),
+                )
+                _finish(doc, name, store)
+                return
+            console.print(
+                "the group's workers run it ('rlaunch -l my_launchpad.yaml rapidfire', or "
+                f"'qlaunch'); follow it with 'alcampaign status {name}{where}'",
+                highlight=False,
+            )
+        else:
+            ids = managers.submit_jobflow_remote(flow, store_file=store, **jfr)
+            console.print(
+                f"{len(ids)} jobs of campaign {name} submitted to jobflow-remote; the "
+                f"project's runner executes them ('jf runner start'); follow it with "
+                f"'alcampaign status {name}{where}' or 'jf flow list'",
+                highlight=False,
+            )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Campaign config YAML.")],
     store: StoreOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
+    manager: ManagerOption = "local",
+    launchpad: LaunchpadOption = None,
+    launch: LaunchOption = False,
+    project: ProjectOption = None,
+    worker: WorkerOption = None,
+    worker_store: WorkerStoreOption = None,
 ) -> None:
-    """Run a campaign to its stopping rule with jobflow's run_locally."""
+    """Run a campaign to its stopping rule (here with run_locally, or through a manager)."""
     from alcampaign.flows import campaign_flow
 
+    jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
+        setup = _manager_setup(manager, store, launchpad, launch, jfr)
         cfg = load_config(config, name=name)
         parent = preflight(cfg)
         job_store, stores = _open_stores(store)
@@ -246,8 +369,9 @@ def run(
             f"a campaign named {cfg.name!r} exists in this store: continue it with "
             f"'alcampaign resume {cfg.name}' or choose another --name"
         )
-    doc = execute(campaign_flow(cfg, parent), job_store, cfg.name, stores)
-    _finish(doc, cfg.name, store)
+    setup["launch"] = launch
+    flow = campaign_flow(cfg, parent)
+    _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
 def md_preflight(cfg) -> Structure:
@@ -667,10 +791,22 @@ def query(
 def resume(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     store: StoreOption = None,
+    manager: ManagerOption = "local",
+    launchpad: LaunchpadOption = None,
+    launch: LaunchOption = False,
+    project: ProjectOption = None,
+    worker: WorkerOption = None,
+    worker_store: WorkerStoreOption = None,
 ) -> None:
     """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
     from alcampaign.flows import resume_flow
 
+    jfr = {"project": project, "worker": worker, "worker_store": worker_store}
+    try:
+        setup = _manager_setup(manager, store, launchpad, launch, jfr)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    setup["launch"] = launch
     job_store, stores, doc = _campaign_or_fail(store, name)
     if doc.get("kind") == "otf_md":
         from alcampaign.otf_md import md_resume_flow
@@ -687,8 +823,7 @@ def resume(
         return
     if doc["state"] == "waiting":
         stores.update_campaign(name, {"state": "running"})
-    doc = execute(resume_flow(name), job_store, name, stores)
-    _finish(doc, name, store)
+    _dispatch(resume_flow(name), manager, setup, job_store, name, stores, store, jfr)
 
 
 @app.command()

@@ -59,7 +59,9 @@ def _stores() -> CampaignStores:
     store = CURRENT_JOB.store
     if store is None:
         raise RuntimeError("campaign jobs must run with expose_store=True")
-    return CampaignStores.from_job_store(store)
+    from alcampaign.managers import campaign_job_store  # jobflow-remote: $ALCAMPAIGN_STORE
+
+    return CampaignStores.from_job_store(campaign_job_store(store))
 
 
 def _campaign(stores: CampaignStores, name: str) -> tuple[dict, CampaignConfig]:
@@ -131,6 +133,8 @@ def register_campaign(config: dict, parent: dict) -> dict:
     """Create the campaign document (config and parent structure) unless it exists."""
     stores = _stores()
     name = config["name"]
+    if not isinstance(parent, dict):  # FireWorks decodes MSON dicts into objects
+        parent = parent.as_dict()
     if stores.get_campaign(name) is None:
         stores.create_campaign(name, config, parent=parent)
     return {"name": name}
