@@ -336,7 +336,7 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     return config
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}")
+ENV_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}")
 
 
 def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
@@ -360,15 +360,16 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
             return default
         return value
 
-    return _VAR.sub(sub, text)
+    return ENV_VAR.sub(sub, text)
 
 
-def _expand_paths(spec: Any) -> Any:
+def expand_paths(spec: Any) -> Any:
+    """Expand ``~`` in every ``database_path`` of a store spec."""
     if isinstance(spec, dict):
         return {
             k: os.path.expanduser(v)
             if k == "database_path" and isinstance(v, str)
-            else _expand_paths(v)
+            else expand_paths(v)
             for k, v in spec.items()
         }
     return spec
@@ -390,7 +391,7 @@ def read_store_spec(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"store file {path} is not valid YAML: {exc}") from None
     validate_store_spec(spec, str(path))
-    return _expand_paths(spec)
+    return expand_paths(spec)
 
 
 def validate_store_spec(spec: Any, source: str) -> None:

@@ -35,11 +35,11 @@ import yaml
 from jobflow import JobStore
 
 from alcampaign.config import (
-    _VAR,
+    ENV_VAR,
     ConfigError,
-    _expand_paths,
     alcampaign_home,
     expand_env,
+    expand_paths,
     validate_store_spec,
 )
 
@@ -98,9 +98,9 @@ def check_no_literal_credentials(template: Any, source: str, key: str = "") -> N
         for v in template:
             check_no_literal_credentials(v, source, key)
     elif isinstance(template, str):
-        literal = key.lower() in _CREDENTIAL_KEYS and _VAR.sub("", template).strip()
+        literal = key.lower() in _CREDENTIAL_KEYS and ENV_VAR.sub("", template).strip()
         userinfo = re.search(r"://([^/@]*)@", template)
-        if userinfo and _VAR.sub("", userinfo.group(1)).replace(":", ""):
+        if userinfo and ENV_VAR.sub("", userinfo.group(1)).replace(":", ""):
             literal = True
         if literal:
             raise ConfigError(
@@ -115,9 +115,9 @@ def _expand_value(value: Any) -> Any:
         return {k: _expand_value(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand_value(v) for v in value]
-    if isinstance(value, str) and _VAR.search(value):
+    if isinstance(value, str) and ENV_VAR.search(value):
         expanded = expand_env(value)
-        if _VAR.fullmatch(value):  # a whole value from the environment, e.g. a port
+        if ENV_VAR.fullmatch(value):  # a whole value from the environment, e.g. a port
             parsed = yaml.safe_load(expanded)
             if isinstance(parsed, int | float | bool):
                 return parsed
@@ -129,7 +129,7 @@ def expand_store_template(template: dict) -> dict:
     """The JobStore spec of a template, with the environment of this process."""
     spec = _expand_value(template)
     validate_store_spec(spec, "(store template)")
-    return _expand_paths(spec)
+    return expand_paths(spec)
 
 
 class PortableJobStore(JobStore):

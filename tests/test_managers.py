@@ -143,7 +143,8 @@ def test_portable_store_serialises_references_not_credentials(mongo, write_confi
     cfg = load_config(write_config(small_config_dict()))
     workflow = flow_to_workflow(campaign_flow(cfg, read_structure(cfg.system.structure)), store)
     dumped = json.dumps(workflow.to_dict(), default=str)
-    assert dumped.count("${ALCAMPAIGN_MONGODB_URI}") == 4 * 6  # 4 Fireworks x 6 stores
+    n_stores = 1 + len(template["additional_stores"])  # docs + additional stores
+    assert dumped.count("${ALCAMPAIGN_MONGODB_URI}") == 4 * n_stores  # in each of 4 Fireworks
     assert not [s for s in SECRETS if s in dumped]
 
 
