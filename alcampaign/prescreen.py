@@ -98,14 +98,14 @@ def chgnet_prescreen(
 
 
 def _prescreen(structures, model, batch_size, forces, relax_steps, threads=1) -> list[dict]:
-    from alcampaign.chgnet_fast import predict_graphs
+    from alcampaign.chgnet_fast import crystal_graph, predict_graphs
 
     check_elements({el.symbol for s in structures for el in s.composition}, model)
     version = getattr(model, "version", None) or "unknown"
     out: list[dict] = []
     with _torch_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graphs = [model.graph_converter(s) for s in structures]  # once per structure
+        graphs = [crystal_graph(model.graph_converter, s) for s in structures]
         preds = predict_graphs(model, graphs, forces=forces, batch_size=batch_size)
         del graphs
         for s, p in zip(structures, preds, strict=True):

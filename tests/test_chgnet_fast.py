@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from alcampaign.chgnet_fast import FastCHGNet, predict_graphs, supports
+from alcampaign.chgnet_fast import FastCHGNet, crystal_graph, predict_graphs, supports
 from alcampaign.prescreen import chgnet_prescreen, load_chgnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,3 +92,25 @@ def test_prescreen_documents_equal_the_per_structure_loop(model, structures):
             },
             ref,
         )
+
+
+def test_crystal_graph_equals_chgnets_converter(model, structures):
+    import torch
+
+    fields = (
+        "atomic_number",
+        "atom_frac_coord",
+        "atom_graph",
+        "neighbor_image",
+        "directed2undirected",
+        "undirected2directed",
+        "bond_graph",
+        "lattice",
+    )
+    for s in structures:
+        ref, got = model.graph_converter(s), crystal_graph(model.graph_converter, s)
+        for name in fields:
+            a, b = getattr(ref, name), getattr(got, name)
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+        assert got.atom_frac_coord.requires_grad and got.lattice.requires_grad
+        assert got.composition == ref.composition
