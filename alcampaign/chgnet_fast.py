@@ -146,39 +146,46 @@ class FastCHGNet:
         src, dst = g.batched_atom_graph[:, 0], g.batched_atom_graph[:, 1]
         d2u = g.directed2undirected
         # CHGNet's order: cat([center atom, bond, neighbour atom])
-        h = (
-            _take(gm.part(atom, 0), src)
-            + _take(gm.part(bond, 1, bias=True), d2u)
-            + _take(gm.part(atom, 2), dst)
-        )
+        h = _take(gm.part(bond, 1, bias=True), d2u)
+        h += _take(gm.part(atom, 0), src)
+        h += _take(gm.part(atom, 2), dst)
         messages = gm.finish(h) * _take(bond_w, d2u)
         new = layer.mlp_out(_index_add(messages, src, len(atom)))
         return new + atom
 
-    def _bond_conv(self, i, atom, bond, bond_w, angle, g) -> Tensor:
-        layer, gm = self.model.bond_conv_layers[i], self.bond[i]
+    @staticmethod
+    def _angle_index(g) -> tuple[Tensor, ...]:
+        """Angle rows' atom and bonds, and the bonds under the bond cutoff, renumbered."""
         c, bi, bj = g.batched_bond_graph.T.contiguous()
-        # CHGNet's order: cat([bond i, bond j, angle, center atom])
-        h = (
-            _take(gm.part(bond, 0), bi)
-            + _take(gm.part(bond, 1), bj)
-            + gm.part(angle, 2, bias=True)
-            + _take(gm.part(atom, 3), c)
-        )
+        used, local = torch.unique(torch.cat([bi, bj]), return_inverse=True)
+        return c, bi, bj, used, local[: len(bi)], local[len(bi) :]
+
+    @staticmethod
+    def _angle_input(gm: _Gated, atom, bond, angle, index) -> Tensor:
+        """First layer on cat([bond i, bond j, angle, center atom]), CHGNet's order.
+
+        The bond blocks run only on the bonds that are in some angle (shorter than the
+        bond-graph cutoff), a fraction of all bonds.
+        """
+        c, _, _, used, bi, bj = index
+        near = _take(bond, used)
+        h = gm.part(angle, 2, bias=True)
+        h += _take(gm.part(near, 0), bi)
+        h += _take(gm.part(near, 1), bj)
+        h += _take(gm.part(atom, 3), c)
+        return h
+
+    def _bond_conv(self, i, atom, bond, bond_w, angle, index) -> Tensor:
+        layer, gm = self.model.bond_conv_layers[i], self.bond[i]
+        bi, bj = index[1], index[2]
+        h = self._angle_input(gm, atom, bond, angle, index)
         update = gm.finish(h) * _take(bond_w, bi) * _take(bond_w, bj)
         new = layer.mlp_out(_index_add(update, bi, len(bond)))
         return new + bond
 
-    def _angle_update(self, i, atom, bond, angle, g) -> Tensor:
-        gm = self.angle[i]
-        c, bi, bj = g.batched_bond_graph.T.contiguous()
-        h = (
-            _take(gm.part(bond, 0), bi)
-            + _take(gm.part(bond, 1), bj)
-            + gm.part(angle, 2, bias=True)
-            + _take(gm.part(atom, 3), c)
-        )
-        return gm.finish(h) + angle
+    def _angle_update(self, i, atom, bond, angle, index) -> Tensor:
+        h = self._angle_input(self.angle[i], atom, bond, angle, index)
+        return self.angle[i].finish(h) + angle
 
     def compute(self, g, magmom: bool = True) -> dict:
         """Total energies, magmoms and crystal features of a ``BatchedGraph``."""
@@ -190,12 +197,13 @@ class FastCHGNet:
         bond_w_bg = m.bond_weights_bg(g.bond_bases_bg)
         has_angles = len(g.angle_bases) != 0
         angle = m.angle_embedding(g.angle_bases) if has_angles else None
+        index = self._angle_index(g) if has_angles else None
         out: dict = {"atoms_per_graph": atoms_per_graph}
         for i in range(m.n_conv - 1):
             atom = self._atom_conv(i, atom, bond, bond_w_ag, g)
             if has_angles:
-                bond = self._bond_conv(i, atom, bond, bond_w_bg, angle, g)
-                angle = self._angle_update(i, atom, bond, angle, g)
+                bond = self._bond_conv(i, atom, bond, bond_w_bg, angle, index)
+                angle = self._angle_update(i, atom, bond, angle, index)
             if i == m.n_conv - 2 and magmom:
                 out["m"] = torch.abs(m.site_wise(atom)).view(-1)
         atom = self._atom_conv(m.n_conv - 1, atom, bond, bond_w_ag, g)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +46,9 @@ def structures(n: int):
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    print(f"  {seconds:.1f} s", file=sys.stderr, flush=True)  # progress
+    return seconds
 
 
 def run_once(ss, model, default_threads: int) -> dict[str, float]:
@@ -107,6 +111,7 @@ def main() -> None:
                     sum(r["loop"] / r["graphs_only"] for r in runs) / len(runs), 3
                 ),
                 "best_speedup_with_forces": round(best_ratio, 2),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
                 "target_5x": best_ratio >= 5,
             },
             indent=1,
