@@ -16,8 +16,9 @@ variant but the energies-only ones gives energy, forces, stress and magmoms:
   their ~3-5 s start-up);
 * ``ours_energies``: energies, magmoms and embeddings only (no forces).
 
-Also reports the share of graph construction and where the loop's time goes. Prints
-JSON. Usage::
+``best_speedup_with_forces`` (the issue's >= 5x target) divides by the faster of the
+two loops, so that a loop slowed by thread contention does not flatter the ratio. Also
+reports the share of graph construction and the peak memory. Prints JSON. Usage::
 
     python benchmarks/prescreen.py [--n 128] [--repeats 1]
 """
@@ -73,6 +74,9 @@ def run_once(ss, model, default_threads: int) -> dict[str, float]:
     return rate
 
 
+with_forces = ("ours", "ours_two_threads", "ours_2_workers")
+
+
 def main() -> None:
     import torch
 
@@ -90,7 +94,10 @@ def main() -> None:
     best = {k: max(r[k] for r in runs) for k in runs[0]}
     ratios = [{k: r[k] / r["loop"] for k in r if k not in ("loop", "graphs_only")} for r in runs]
     mean = {k: sum(q[k] for q in ratios) / len(ratios) for k in ratios[0]}
-    best_ratio = max(mean[k] for k in ("ours", "ours_two_threads", "ours_2_workers"))
+    # The target is judged against the faster loop of the two thread settings: with other
+    # processes on the cores, torch's default two threads can make the loop ~10x slower.
+    fair = [{k: r[k] / max(r["loop"], r["loop_one_thread"]) for k in with_forces} for r in runs]
+    best_ratio = max(sum(q[k] for q in fair) / len(fair) for k in with_forces)
     print(
         json.dumps(
             {
@@ -110,6 +117,7 @@ def main() -> None:
                 "graph_construction_share_of_loop": round(
                     sum(r["loop"] / r["graphs_only"] for r in runs) / len(runs), 3
                 ),
+                "speedup_vs_faster_loop": {k: [round(q[k], 2) for q in fair] for k in with_forces},
                 "best_speedup_with_forces": round(best_ratio, 2),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
                 "target_5x": best_ratio >= 5,
