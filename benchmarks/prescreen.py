@@ -1,28 +1,34 @@
 """CHGNet prescreen throughput: a plain per-structure loop against alcampaign's path.
 
-Runs on the same structures, in one process run (ratios, not absolute times):
+Runs on the same structures, in one process run (ratios, not absolute times); every
+variant but the energies-only ones gives energy, forces, stress and magmoms:
 
-* ``loop``: ``model.predict_structure(s)`` per structure, torch's default threads, as
-  the plain script in the project's seed document does (energy, forces, stress,
-  magmoms);
+* ``loop``: ``model.predict_structure(s)`` per structure (default task ``efsm``), torch's
+  default threads, as a plain script would;
 * ``loop_one_thread``: the same with one torch thread;
-* ``batched_default``: CHGNet's own batched ``predict_structure(list, batch_size=16)``
-  (forces included), one thread: the variant seen *slower* than the loop;
-* ``ours``: :func:`alcampaign.prescreen.chgnet_prescreen` without forces (energies,
-  magmoms and embeddings in batches under ``torch.inference_mode``, one thread);
-* ``ours_2_workers``: the same in two processes;
-* ``ours_forces``: with forces and stress (one structure at a time);
-* ``ours_forces_2_workers``.
+* ``batched_default``: CHGNet's own ``predict_structure(list, batch_size=16)``, one
+  thread, on at most 32 of the structures (it is the slow one);
+* ``ours``: :func:`alcampaign.prescreen.chgnet_prescreen` with forces and stress, plus
+  the crystal embedding (graphs once, :mod:`alcampaign.chgnet_fast` in batches of 4,
+  one torch thread);
+* ``ours_two_threads``: the same with two torch threads;
+* ``ours_2_workers``: the same in two spawned processes (one thread each; includes
+  their ~3-5 s start-up);
+* ``ours_energies``: energies, magmoms and embeddings only (no forces).
 
-Also reports the share of graph construction. Prints JSON. Usage::
+``best_speedup_with_forces`` (the issue's >= 5x target) divides by the faster of the
+two loops, so that a loop slowed by thread contention does not flatter the ratio. Also
+reports the share of graph construction and the peak memory. Prints JSON. Usage::
 
-    python benchmarks/prescreen.py [--n 128]
+    python benchmarks/prescreen.py [--n 128] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def structures(n: int):
-    """Li0.5CoO2 orderings from the shipped layered-oxide CIF (16-32 atoms)."""
+    """Li0.5CoO2 orderings from the shipped layered-oxide CIF (7-28 atoms)."""
     from alcampaign.enumeration import enumerate_orderings, load_parent
 
     parent = load_parent(ROOT / "examples" / "li05coo2_layered.cif")
@@ -41,32 +47,57 @@ def structures(n: int):
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    print(f"  {seconds:.1f} s", file=sys.stderr, flush=True)  # progress
+    return seconds
+
+
+def run_once(ss, model, default_threads: int) -> dict[str, float]:
+    """Structures per second of each variant."""
+    import torch
+
+    from alcampaign.prescreen import chgnet_prescreen
+
+    few = ss[:32]
+    rate = {}
+    torch.set_num_threads(default_threads)
+    rate["loop"] = len(ss) / timed(lambda: [model.predict_structure(s) for s in ss])
+    torch.set_num_threads(1)
+    rate["loop_one_thread"] = len(ss) / timed(lambda: [model.predict_structure(s) for s in ss])
+    rate["batched_default"] = len(few) / timed(lambda: model.predict_structure(few))
+    rate["graphs_only"] = len(ss) / timed(lambda: [model.graph_converter(s) for s in ss])
+    torch.set_num_threads(default_threads)
+    rate["ours"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model))
+    rate["ours_two_threads"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model, threads=2))
+    rate["ours_2_workers"] = len(ss) / timed(lambda: chgnet_prescreen(ss, workers=2))
+    rate["ours_energies"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model, forces=False))
+    return rate
+
+
+with_forces = ("ours", "ours_two_threads", "ours_2_workers")
 
 
 def main() -> None:
     import torch
 
-    from alcampaign.prescreen import chgnet_prescreen, load_chgnet
+    from alcampaign.prescreen import load_chgnet
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     ss = structures(args.n)
     model = load_chgnet()
     default_threads = torch.get_num_threads()
-    seconds = {}
-    seconds["loop"] = timed(lambda: [model.predict_structure(s) for s in ss])
-    torch.set_num_threads(1)
-    seconds["loop_one_thread"] = timed(lambda: [model.predict_structure(s) for s in ss])
-    seconds["batched_default"] = timed(lambda: model.predict_structure(ss, batch_size=16))
-    seconds["graphs_only"] = timed(lambda: [model.graph_converter(s) for s in ss])
-    torch.set_num_threads(default_threads)
-    seconds["ours"] = timed(lambda: chgnet_prescreen(ss, model, forces=False))
-    seconds["ours_2_workers"] = timed(lambda: chgnet_prescreen(ss, forces=False, workers=2))
-    seconds["ours_forces"] = timed(lambda: chgnet_prescreen(ss, model, forces=True))
-    seconds["ours_forces_2_workers"] = timed(lambda: chgnet_prescreen(ss, forces=True, workers=2))
-    loop = seconds["loop"]
+    model.predict_structure(ss[0])  # warm-up
+    runs = [run_once(ss, model, default_threads) for _ in range(args.repeats)]
+    best = {k: max(r[k] for r in runs) for k in runs[0]}
+    ratios = [{k: r[k] / r["loop"] for k in r if k not in ("loop", "graphs_only")} for r in runs]
+    mean = {k: sum(q[k] for q in ratios) / len(ratios) for k in ratios[0]}
+    # The target is judged against the faster loop of the two thread settings: with other
+    # processes on the cores, torch's default two threads can make the loop ~10x slower.
+    fair = [{k: r[k] / max(r["loop"], r["loop_one_thread"]) for k in with_forces} for r in runs]
+    best_ratio = max(sum(q[k] for q in fair) / len(fair) for k in with_forces)
     print(
         json.dumps(
             {
@@ -74,16 +105,22 @@ def main() -> None:
                 "n_structures": len(ss),
                 "atoms_per_structure": [min(len(s) for s in ss), max(len(s) for s in ss)],
                 "torch_default_threads": default_threads,
+                "repeats": args.repeats,
                 "structures_per_second": {
-                    k: round(len(ss) / v, 1) for k, v in seconds.items() if k != "graphs_only"
+                    k: round(v, 1) for k, v in best.items() if k != "graphs_only"
                 },
-                "speedup_vs_loop": {
-                    k: round(loop / v, 2)
-                    for k, v in seconds.items()
-                    if k not in ("loop", "graphs_only")
+                "speedup_vs_loop": {k: round(v, 2) for k, v in mean.items()},
+                "speedup_vs_loop_range": {
+                    k: [round(min(q[k] for q in ratios), 2), round(max(q[k] for q in ratios), 2)]
+                    for k in ratios[0]
                 },
-                "graph_construction_share_of_loop": round(seconds["graphs_only"] / loop, 3),
-                "target_5x": loop / seconds["ours_2_workers"] >= 5,
+                "graph_construction_share_of_loop": round(
+                    sum(r["loop"] / r["graphs_only"] for r in runs) / len(runs), 3
+                ),
+                "speedup_vs_faster_loop": {k: [round(q[k], 2) for q in fair] for k in with_forces},
+                "best_speedup_with_forces": round(best_ratio, 2),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+                "target_5x": best_ratio >= 5,
             },
             indent=1,
         )

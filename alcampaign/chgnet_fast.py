@@ -1,0 +1,367 @@
+"""CHGNet energies, forces, stress, magmoms and embeddings with fewer floating-point operations.
+
+CHGNet's ``predict_structure`` spends most of its time in two places (profiled in
+docs/enumeration.md): the linear layers of the gated MLPs, which run on the
+concatenated features of every directed bond (atom convolution, 192 inputs) or every
+angle (bond convolution and angle update, 256 inputs), and the force/stress backward
+pass, which it runs twice (forces, then stress) with ``create_graph=True`` (a
+second-order graph kept for training).
+
+This module runs the same network, with the same weights, differently:
+
+* the first linear layer of each gated MLP is split by input block. A linear map of a
+  concatenation is the sum of linear maps of its parts, so the atom and bond parts are
+  computed once per atom or per undirected bond and gathered, and only the angle part
+  runs per angle (4x fewer multiply-adds there; 6x in the atom convolution), core and
+  gate in one matrix product;
+* forces and stress come from one ``torch.autograd.grad`` over the batch with
+  ``create_graph=False``.
+
+The results equal CHGNet's to float32 rounding (the sums are taken in another order);
+``tests/test_chgnet_fast.py`` pins them against ``predict_structure``. The network's
+shape is checked first (:func:`supports`), and anything else falls back to CHGNet's own
+``_compute`` with the single first-order gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+#: Conversion of eV/A^3 to GPa, as in CHGNet.
+EV_A3_TO_GPA = 160.21766208
+
+
+def _linear(layers: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in layers if isinstance(m, nn.Linear)]
+
+
+def supports(model) -> bool:
+    """Whether ``model`` has the layer layout the split computation reproduces."""
+    from chgnet.model.layers import AngleUpdate, AtomConv, BondConv
+
+    try:
+        if model.composition_model is None or not model.mlp_first:
+            return False
+        for layer in model.atom_conv_layers:
+            if not (type(layer) is AtomConv and layer.use_mlp_out and layer.resnet):
+                return False
+            if layer.atom_norm is not None or not _gated_ok(layer.twoBody_atom, 2):
+                return False
+        for layer in model.bond_conv_layers:
+            if not (type(layer) is BondConv and layer.use_mlp_out and layer.resnet):
+                return False
+            if layer.bond_norm is not None or not _gated_ok(layer.twoBody_bond, 2):
+                return False
+        for layer in model.angle_layers:
+            if not (type(layer) is AngleUpdate and layer.resnet):
+                return False
+            if layer.angle_norm is not None or not _gated_ok(layer.twoBody_bond, 1):
+                return False
+        n = model.n_conv
+        return len(model.bond_conv_layers) == len(model.angle_layers) == n - 1
+    except AttributeError:
+        return False
+
+
+def _gated_ok(g, n_linear: int) -> bool:
+    core, gate = _linear(g.mlp_core.layers), _linear(g.mlp_gate.layers)
+    acts = {type(m) for m in g.mlp_core.layers if not isinstance(m, nn.Linear | nn.Dropout)}
+    return (
+        len(core) == len(gate) == n_linear
+        and all(m.bias is not None for m in core + gate)
+        and isinstance(g.bn1, nn.LayerNorm)
+        and isinstance(g.bn2, nn.LayerNorm)
+        and isinstance(g.activation, nn.SiLU)
+        and acts <= {nn.SiLU}
+        and all(not m.training or m.p == 0 for m in g.modules() if isinstance(m, nn.Dropout))
+    )
+
+
+class _Gated:
+    """A CHGNet GatedMLP with its first linear layer split into input blocks."""
+
+    def __init__(self, g, blocks: Sequence[int]) -> None:
+        core, gate = _linear(g.mlp_core.layers), _linear(g.mlp_gate.layers)
+        with torch.no_grad():  # a copy of the weights, as they are now
+            w = torch.cat([core[0].weight, gate[0].weight])  # [2 out, in]
+            self.bias = torch.cat([core[0].bias, gate[0].bias])
+            edges = [0, *itertools.accumulate(blocks)]
+            self.w = [w[:, a:b].T.contiguous() for a, b in itertools.pairwise(edges)]
+        self.out = core[0].weight.shape[0]
+        self.second = (core[1], gate[1]) if len(core) == 2 else None
+        self.bn1, self.bn2 = g.bn1, g.bn2
+
+    def part(self, x: Tensor, i: int, bias: bool = False) -> Tensor:
+        """Block ``i`` of the first layer applied to its own rows (core and gate)."""
+        if bias:
+            return torch.addmm(self.bias, x, self.w[i])
+        return x @ self.w[i]
+
+    def finish(self, h: Tensor) -> Tensor:
+        """The rest of the gated MLP from the summed first-layer output."""
+        n = self.out
+        if self.second is None:
+            core, gate = h[:, :n], h[:, n:]
+        else:
+            h = nn.functional.silu(h)
+            core = self.second[0](h[:, :n])
+            gate = self.second[1](h[:, n:])
+        return nn.functional.silu(self.bn1(core)) * torch.sigmoid(self.bn2(gate))
+
+
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    # index_select: its backward is an index_add_, much faster than indexing's index_put_
+    return torch.index_select(x, 0, index)
+
+
+def _index_add(data: Tensor, index: Tensor, n: int) -> Tensor:
+    return data.new_zeros(n, data.shape[1]).index_add_(0, index, data)
+
+
+class FastCHGNet:
+    """CHGNet's forward pass and first-order forces/stress for batches of graphs.
+
+    Parameters
+    ----------
+    model
+        A loaded CHGNet in eval mode, with the layout :func:`supports` accepts.
+    """
+
+    def __init__(self, model) -> None:
+        if not supports(model):
+            raise ValueError("this CHGNet's layer layout is not the one FastCHGNet splits")
+        self.model = model
+        d = model.atom_embedding.embedding.embedding_dim
+        self.atom = [_Gated(c.twoBody_atom, (d, d, d)) for c in model.atom_conv_layers]
+        self.bond = [_Gated(c.twoBody_bond, (d, d, d, d)) for c in model.bond_conv_layers]
+        self.angle = [_Gated(c.twoBody_bond, (d, d, d, d)) for c in model.angle_layers]
+
+    def _atom_conv(self, i, atom, bond, bond_w, g) -> Tensor:
+        layer, gm = self.model.atom_conv_layers[i], self.atom[i]
+        src, dst = g.batched_atom_graph[:, 0], g.batched_atom_graph[:, 1]
+        d2u = g.directed2undirected
+        # CHGNet's order: cat([center atom, bond, neighbour atom])
+        h = _take(gm.part(bond, 1, bias=True), d2u)
+        h += _take(gm.part(atom, 0), src)
+        h += _take(gm.part(atom, 2), dst)
+        messages = gm.finish(h) * _take(bond_w, d2u)
+        new = layer.mlp_out(_index_add(messages, src, len(atom)))
+        return new + atom
+
+    @staticmethod
+    def _angle_index(g) -> tuple[Tensor, ...]:
+        """Angle rows' atom and bonds, and the bonds under the bond cutoff, renumbered."""
+        c, bi, bj = g.batched_bond_graph.T.contiguous()
+        used, local = torch.unique(torch.cat([bi, bj]), return_inverse=True)
+        return c, bi, bj, used, local[: len(bi)], local[len(bi) :]
+
+    @staticmethod
+    def _angle_input(gm: _Gated, atom, bond, angle, index) -> Tensor:
+        """First layer on cat([bond i, bond j, angle, center atom]), CHGNet's order.
+
+        The bond blocks run only on the bonds that are in some angle (shorter than the
+        bond-graph cutoff), a fraction of all bonds.
+        """
+        c, _, _, used, bi, bj = index
+        near = _take(bond, used)
+        h = gm.part(angle, 2, bias=True)
+        h += _take(gm.part(near, 0), bi)
+        h += _take(gm.part(near, 1), bj)
+        h += _take(gm.part(atom, 3), c)
+        return h
+
+    def _bond_conv(self, i, atom, bond, bond_w, angle, index) -> Tensor:
+        layer, gm = self.model.bond_conv_layers[i], self.bond[i]
+        bi, bj = index[1], index[2]
+        h = self._angle_input(gm, atom, bond, angle, index)
+        update = gm.finish(h) * _take(bond_w, bi) * _take(bond_w, bj)
+        new = layer.mlp_out(_index_add(update, bi, len(bond)))
+        return new + bond
+
+    def _angle_update(self, i, atom, bond, angle, index) -> Tensor:
+        h = self._angle_input(self.angle[i], atom, bond, angle, index)
+        return self.angle[i].finish(h) + angle
+
+    def compute(self, g, magmom: bool = True) -> dict:
+        """Total energies, magmoms and crystal features of a ``BatchedGraph``."""
+        m = self.model
+        atoms_per_graph = torch.bincount(g.atom_owners)
+        atom = m.atom_embedding(g.atomic_numbers - 1)
+        bond = m.bond_embedding(g.bond_bases_ag)
+        bond_w_ag = m.bond_weights_ag(g.bond_bases_ag)
+        bond_w_bg = m.bond_weights_bg(g.bond_bases_bg)
+        has_angles = len(g.angle_bases) != 0
+        angle = m.angle_embedding(g.angle_bases) if has_angles else None
+        index = self._angle_index(g) if has_angles else None
+        out: dict = {"atoms_per_graph": atoms_per_graph}
+        for i in range(m.n_conv - 1):
+            atom = self._atom_conv(i, atom, bond, bond_w_ag, g)
+            if has_angles:
+                bond = self._bond_conv(i, atom, bond, bond_w_bg, angle, index)
+                angle = self._angle_update(i, atom, bond, angle, index)
+            if i == m.n_conv - 2 and magmom:
+                out["m"] = torch.abs(m.site_wise(atom)).view(-1)
+        atom = self._atom_conv(m.n_conv - 1, atom, bond, bond_w_ag, g)
+        if m.readout_norm is not None:
+            atom = m.readout_norm(atom)
+        out["total_energy"] = m.pooling(m.mlp(atom), g.atom_owners).view(-1)
+        out["crystal_fea"] = m.pooling(atom, g.atom_owners)
+        return out
+
+
+def predict_graphs(
+    model,
+    graphs: Sequence,
+    *,
+    forces: bool = True,
+    batch_size: int = 4,
+    fast: FastCHGNet | None = None,
+) -> list[dict]:
+    """CHGNet predictions for crystal graphs, the fields of ``predict_graph``.
+
+    Parameters
+    ----------
+    model
+        A loaded CHGNet; it is put in eval mode.
+    graphs
+        ``CrystalGraph`` objects from ``model.graph_converter``.
+    forces
+        Also forces (eV/A) and stress (GPa), from one first-order gradient per batch;
+        without them the pass runs under ``torch.inference_mode``.
+    batch_size
+        Graphs per forward pass.
+    fast
+        The split network for ``model`` (default: built here when :func:`supports`
+        accepts the model, else CHGNet's own ``_compute`` is used).
+
+    Returns
+    -------
+    list of dict
+        Per graph, numpy arrays: ``e`` (eV/atom), ``m`` (mu_B), ``crystal_fea`` and,
+        with forces, ``f`` (eV/A) and ``s`` (GPa), as ``CHGNet.predict_graph`` gives them.
+    """
+    from chgnet.model.model import BatchedGraph
+
+    model.eval()
+    if fast is None and supports(model):
+        fast = FastCHGNet(model)
+    out: list[dict] = []
+    for start in range(0, len(graphs), batch_size):
+        chunk = list(graphs[start : start + batch_size])
+        context = torch.enable_grad() if forces else torch.inference_mode()
+        with context:
+            g = BatchedGraph.from_graphs(
+                chunk,
+                bond_basis_expansion=model.bond_basis_expansion,
+                angle_basis_expansion=model.angle_basis_expansion,
+                compute_stress=forces,
+            )
+            if fast is not None:
+                pred = fast.compute(g)
+                total = pred["total_energy"]
+            else:
+                pred = model._compute(g, compute_magmom=True, return_crystal_feas=True)
+                pred["m"] = torch.cat(pred["m"])
+                total = pred["e"] * pred["atoms_per_graph"]  # _compute divided it
+            n_atoms = pred["atoms_per_graph"]
+            energy = (total / n_atoms + model.composition_model(chunk)).detach()
+            if forces:
+                grads = torch.autograd.grad(
+                    total.sum(), [*g.atom_positions, *g.strains], create_graph=False
+                )
+                f_grads, s_grads = grads[: len(chunk)], grads[len(chunk) :]
+        magmoms = pred["m"].detach().split(n_atoms.tolist())
+        feas = pred["crystal_fea"].detach()
+        for k in range(len(chunk)):
+            doc = {
+                "e": energy[k].numpy(),
+                "m": magmoms[k].numpy(),
+                "crystal_fea": feas[k].numpy(),
+            }
+            if forces:
+                doc["f"] = (-f_grads[k]).numpy()
+                doc["s"] = (s_grads[k] * (EV_A3_TO_GPA / g.volumes[k])).detach().numpy()
+            out.append(doc)
+    return out
+
+
+def line_graph(graph, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """``Graph.line_graph_adjacency_list`` with numpy, rows in the same order.
+
+    CHGNet builds the angle list in a Python loop over every pair of bonds at an atom,
+    ~60% of its graph conversion for these cells; this gathers the same rows
+    (``[atom, undirected i, directed i, undirected j, directed j]``) with array
+    operations from the graph's edge lists.
+    """
+    des, udes = graph.directed_edges_list, graph.undirected_edges_list
+    if len(des) != 2 * len(udes):
+        raise ValueError("directed edges are not complete")
+    n_de = len(des)
+    de_dist = np.fromiter((e.info["distance"] for e in des), float, n_de)
+    de_und = np.fromiter((e.info["undirected_edge_index"] for e in des), np.int64, n_de)
+    u_dist = np.fromiter((u.info["distance"] for u in udes), float, len(udes))
+    u_nodes = np.array([u.nodes for u in udes], dtype=np.int64).reshape(-1, 2)
+    u_des = np.array([u.info["directed_edge_index"] for u in udes], dtype=np.int64)
+    u_des = u_des.reshape(-1, 2)
+    # Each atom's directed edges in the order its neighbours dict yields them.
+    per_node = [[e.index for lst in n.neighbors.values() for e in lst] for n in graph.nodes]
+    degree = np.array([len(p) for p in per_node], dtype=np.int64)
+    order = np.fromiter((i for p in per_node for i in p), np.int64, int(degree.sum()))
+    start = np.concatenate([[0], np.cumsum(degree)[:-1]])
+    # One (bond, end) pair per row block, bond-major then the bond's two ends.
+    keep = u_dist <= cutoff
+    u_idx = np.repeat(np.flatnonzero(keep), 2)
+    center = u_nodes[keep].reshape(-1)
+    first = u_des[keep].reshape(-1)
+    counts = degree[center]
+    rep = np.repeat(np.arange(len(center)), counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    other = order[start[center][rep] + within]
+    ok = (other != first[rep]) & (de_dist[other] < cutoff)
+    rows = np.stack([center[rep], u_idx[rep], first[rep], de_und[other], other], axis=1)[ok]
+    if not len(rows):
+        rows = np.zeros(0, np.int64)  # CHGNet's empty angle list has shape (0,)
+    undirected2directed = u_des[:, 0] if len(udes) else np.zeros(0, np.int64)
+    return rows, undirected2directed
+
+
+def crystal_graph(converter, structure):
+    """``converter(structure)`` with the angle list from :func:`line_graph`.
+
+    The same ``CrystalGraph`` as CHGNet's converter (pinned by a test). Converters
+    other than CHGNet's own with its C graph algorithm are simply called.
+    """
+    from chgnet.graph.converter import TORCH_DTYPE, CrystalGraphConverter
+    from chgnet.graph.crystalgraph import CrystalGraph
+
+    if type(converter) is not CrystalGraphConverter or converter.algorithm != "fast":
+        return converter(structure)
+    n_atoms = len(structure)
+    center, neighbor, image, distance = structure.get_neighbor_list(
+        r=converter.atom_graph_cutoff, sites=structure.sites, numerical_tol=1e-8
+    )
+    if len({*range(n_atoms)} - {*center}):  # isolated atoms: CHGNet's own message
+        return converter(structure)
+    graph = converter.create_graph(n_atoms, center, neighbor, image, distance)
+    atom_graph, directed2undirected = graph.adjacency_list()
+    bond_graph, undirected2directed = line_graph(graph, converter.bond_graph_cutoff)
+    return CrystalGraph(
+        atomic_number=torch.tensor([site.specie.Z for site in structure], dtype=torch.int32),
+        atom_frac_coord=torch.tensor(structure.frac_coords, dtype=TORCH_DTYPE, requires_grad=True),
+        atom_graph=torch.tensor(atom_graph, dtype=torch.int32),
+        neighbor_image=torch.tensor(image, dtype=TORCH_DTYPE),
+        directed2undirected=torch.tensor(directed2undirected, dtype=torch.int32),
+        undirected2directed=torch.tensor(undirected2directed, dtype=torch.int32),
+        bond_graph=torch.tensor(bond_graph, dtype=torch.int32),
+        lattice=torch.tensor(structure.lattice.matrix, dtype=TORCH_DTYPE, requires_grad=True),
+        graph_id=None,
+        mp_id=None,
+        composition=structure.composition.formula,
+        atom_graph_cutoff=converter.atom_graph_cutoff,
+        bond_graph_cutoff=converter.bond_graph_cutoff,
+    )
