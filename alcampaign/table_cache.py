@@ -102,6 +102,44 @@ class Snapshot:
             },
         )
 
+    @classmethod
+    def from_blocks(
+        cls,
+        ids: list[str],
+        composition: np.ndarray,
+        elements: list[str],
+        energy: dict[str, float] | None,
+    ) -> Snapshot:
+        """From the features/composition blocks (ids, formula and atoms per cell) and
+        the prescreen energy block; every state ``pool`` until the overlay says more."""
+        from pymatgen.core import Composition
+
+        rows, inverse = np.unique(composition, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        unique = [
+            Composition({el: amt for el, amt in zip(elements, row, strict=True) if amt})
+            for row in rows
+        ]
+        formula = [c.reduced_formula for c in unique]
+        formulas = sorted(set(formula))
+        code = np.array([formulas.index(f) for f in formula], dtype=np.int64)
+        n = len(ids)
+        e = np.full(n, np.nan)
+        if energy:
+            e = np.array([energy.get(cid, np.nan) for cid in ids], dtype=float)
+        return cls(
+            ids=np.array(ids, dtype=str),
+            pos={cid: i for i, cid in enumerate(ids)},
+            formula_codes=code[inverse] if n else np.zeros(0, dtype=np.int64),
+            formulas=formulas,
+            n_sites=composition.sum(axis=1) if n else np.zeros(0),
+            n_sites_have=np.ones(n, dtype=bool),
+            energy=e,
+            energy_have=~np.isnan(e),
+            mirror_state=["pool"] * n,
+            mirror_acquisition={},
+        )
+
     def order(self, key: str) -> np.ndarray:
         """Row positions in the order of a static sort (ties by id, missing first)."""
         if key not in self.orders:
@@ -214,7 +252,13 @@ class CandidateTableCache:
         entry = self._entry(name)
         # Small reads first, outside the entry lock: the keys must not be newer than
         # what is built with them (every write is followed by a change of a key).
-        snap_key = self._snapshot_key(stores, doc)
+        blocks = _block_signature(stores, name)
+        snap_key = (
+            doc.get("created_at"),
+            repr(doc.get("enumeration")),
+            repr(doc.get("prescreen")),
+            repr(blocks) if blocks is not None else doc.get("updated_at"),
+        )
         labels = stores.labels.query(
             {"campaign": name, "fidelity": fidelity},
             ["candidate_id", "energy_per_atom", "status"],
@@ -224,7 +268,7 @@ class CandidateTableCache:
         model_it = max((d["iteration"] for d in its), default=None)
         with entry.lock:
             if entry.snapshot is None or entry.snapshot_key != snap_key:
-                entry.snapshot = Snapshot.from_docs(
+                entry.snapshot = _blocks_snapshot(stores, doc, blocks) or Snapshot.from_docs(
                     stores.candidates.query({"campaign": name}, SNAPSHOT_FIELDS)
                 )
                 entry.snapshot_key = snap_key
@@ -255,23 +299,6 @@ class CandidateTableCache:
         return Page(total=len(selected), rows=rows, model_iteration=model_iteration)
 
     # -- parts ---------------------------------------------------------------------
-
-    @staticmethod
-    def _snapshot_key(stores: CampaignStores, doc: dict) -> tuple:
-        name = doc["name"]
-        parts: list[Any] = [
-            doc.get("created_at"),
-            repr(doc.get("enumeration")),
-            repr(doc.get("prescreen")),
-        ]
-        if stores.blocks is None:
-            parts.append(doc.get("updated_at"))
-        else:
-            blocks = stores.blocks.query({"campaign": name}, ["kind", "chunk", "shape", "time"])
-            parts.append(
-                sorted((b["kind"], b["chunk"], tuple(b["shape"]), b.get("time")) for b in blocks)
-            )
-        return tuple(map(repr, parts))
 
     @staticmethod
     def _mask(snap: Snapshot, over: Overlay, search: str | None, state: str | None):
@@ -337,6 +364,39 @@ class CandidateTableCache:
             "score": acq.get("score"),
             "relaxed": lab.get("status") == "success",
         }
+
+
+def _blocks_snapshot(stores: CampaignStores, doc: dict, blocks: list | None) -> Snapshot | None:
+    """The snapshot from blocks alone (tenths of a second at 100,000 candidates,
+    against a minute for a scan of the candidates on the embedded store), or ``None``
+    where the blocks cannot stand in for the candidates: no ``blocks`` store, a
+    campaign without recorded questions (its states live only in the candidates), a
+    composition block with fewer rows than the features block, or a prescreen whose energies
+    have no block (stored by an older version)."""
+    if blocks is None or "acquisitions" not in doc:
+        return None
+    rows: dict[str, int] = {}
+    for kind, _, shape, _ in blocks:
+        rows[kind] = rows.get(kind, 0) + shape[0]
+    if not rows.get("features") or rows.get("composition") != rows["features"]:
+        return None
+    ids, comp, elements = stores.read_block(doc["name"], "composition")
+    energy = None
+    if "prescreen_energy" in rows:
+        e_ids, e, _ = stores.read_block(doc["name"], "prescreen_energy")
+        energy = dict(zip(e_ids, e[:, 0].tolist(), strict=True))
+    elif doc.get("prescreen") and (doc["prescreen"].get("energy_min") is not None):
+        return None
+    return Snapshot.from_blocks(ids, comp, elements or [], energy)
+
+
+def _block_signature(stores: CampaignStores, name: str) -> list | None:
+    """``(kind, chunk, shape, time)`` of every block chunk of a campaign (chunks are
+    only ever appended, after the candidates they hold), ``None`` without blocks."""
+    if stores.blocks is None:
+        return None
+    docs = stores.blocks.query({"campaign": name}, ["kind", "chunk", "shape", "time"])
+    return sorted((d["kind"], d["chunk"], tuple(d["shape"]), d.get("time")) for d in docs)
 
 
 def _label_digest(labels: list[dict]) -> int:
