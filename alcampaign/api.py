@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from alcampaign.readonly import UnsupportedQuery, read_only, redact
 from alcampaign.stores import CANDIDATE_STATES, CampaignStores
+from alcampaign.table_cache import CandidateTableCache
 
 MAX_PER_PAGE = 1000
 # Fields served when a request names none (``_fields``); ``_all_fields=true`` for all.
@@ -295,7 +296,9 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": "bad parameter " + "; ".join(problems)}, status_code=400)
 
 
-def create_app(stores: CampaignStores, poll_seconds: float = 10.0) -> FastAPI:
+def create_app(
+    stores: CampaignStores, poll_seconds: float = 10.0, cached_campaigns: int = 4
+) -> FastAPI:
     """The read-only API and the dashboard over a connected set of campaign stores.
 
     Parameters
@@ -304,6 +307,9 @@ def create_app(stores: CampaignStores, poll_seconds: float = 10.0) -> FastAPI:
         Connected campaign stores; the app keeps only read-only views of them.
     poll_seconds
         How often the dashboard pages refresh their numbers (0: only on reload).
+    cached_campaigns
+        Campaigns whose candidate tables the server keeps in memory
+        (:class:`~alcampaign.table_cache.CandidateTableCache`).
     """
     from alcampaign import dashboard
 
@@ -315,6 +321,7 @@ def create_app(stores: CampaignStores, poll_seconds: float = 10.0) -> FastAPI:
     )
     app.state.stores = view
     app.state.poll_seconds = poll_seconds
+    app.state.table_cache = CandidateTableCache(cached_campaigns)
     for prefix, resource in resources(view).items():
         app.include_router(resource.router, prefix=f"/api/{prefix}")
     app.include_router(dashboard.router)

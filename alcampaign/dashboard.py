@@ -5,8 +5,8 @@ campaign list with metrics against their thresholds, the plot data of
 :func:`alcampaign.report.collect` (the same numbers as ``alcampaign report`` and
 ``status --json``), a candidate table that joins each page of candidates with its
 labels and surrogate predictions, and a CIF download. The candidate table is paged
-on the server: one query with skip/limit and a projection of the table fields, then
-the labels of that page only.
+on the server from an in-memory table per campaign (:mod:`alcampaign.table_cache`),
+kept current by cheap checks of the campaign document, its labels and blocks.
 
 The pages are static HTML with a little JavaScript that fetches these routes and
 polls them (``poll_seconds``); plotly.js is served from the installed ``plotly``
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from alcampaign.stores import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
 MAX_TABLE_PAGE = 500
+# The sorts of the candidate table (ties by id; missing values first, as MongoDB does).
 SORTS = {
     "candidate_id": [("candidate_id", 1)],
     "formula": [("formula", 1), ("candidate_id", 1)],
@@ -37,13 +37,15 @@ SORTS = {
     "state": [("state", 1), ("candidate_id", 1)],
     "chgnet_energy": [("prescreen.energy_per_atom", 1), ("candidate_id", 1)],
 }
-TABLE_FIELDS = [
-    "candidate_id",
-    "formula",
-    "n_sites",
-    "state",
-    "acquisition",
-    "prescreen.energy_per_atom",
+# What the table cache's keys and overlay read from the campaign document.
+CACHE_KEY_FIELDS = [
+    "name",
+    "created_at",
+    "updated_at",
+    "enumeration",
+    "prescreen",
+    "acquisitions",
+    "config.oracle.fidelity",
 ]
 
 
@@ -232,78 +234,42 @@ def candidate_page(
 ) -> dict:
     """One page of a campaign's candidates with their energies (the oracle label where
     one exists, else the CHGNet prescreen), the latest surrogate's prediction and its
-    uncertainty, and the state. Paged on the server: only this page is read."""
+    uncertainty, and the state. Paged on the server from the campaign's cached table
+    (:mod:`alcampaign.table_cache`): only this page is sent."""
     _only(request, {"page", "per_page", "search", "state", "sort"})
     if state is not None and state not in CANDIDATE_STATES:
         raise HTTPException(400, f"state={state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
     if sort not in SORTS:
         raise HTTPException(400, f"sort={sort!r}: choose one of {', '.join(SORTS)}")
     stores = _stores(request)
-    doc = _campaign(stores, name, ["name", "config.oracle.fidelity"])
-    fidelity = doc["config"]["oracle"]["fidelity"]
-    criteria: dict = {"campaign": name}
-    if state:
-        criteria["state"] = state
-    if search:
-        pattern = re.escape(search.strip())
-        criteria["$or"] = [
-            {"formula": {"$regex": pattern}},
-            {"candidate_id": {"$regex": "^" + pattern}},
-        ]
-    total = stores.candidates.count(criteria)
-    n_pages = max(1, math.ceil(total / per_page))
-    if page > n_pages:
-        raise HTTPException(400, f"page={page}: there are {n_pages} page(s) of {per_page}")
-    model = _latest_model_head(stores, name)
-    fields = TABLE_FIELDS + (["features"] if model else [])
-    docs = stores.candidates._collection.find(
-        criteria, fields, SORTS[sort], (page - 1) * per_page, per_page
+    doc = _campaign(stores, name, CACHE_KEY_FIELDS)
+
+    def check_page(total: int) -> None:
+        n_pages = max(1, math.ceil(total / per_page))
+        if page > n_pages:
+            raise HTTPException(400, f"page={page}: there are {n_pages} page(s) of {per_page}")
+
+    table = request.app.state.table_cache.page(
+        stores,
+        doc,
+        page=page,
+        per_page=per_page,
+        search=search,
+        state=state,
+        sort=sort,
+        model_head=lambda: _latest_model_head(stores, name),
+        posterior=posterior,
+        check_page=check_page,
     )
-    ids = [d["candidate_id"] for d in docs]
-    labels = {
-        lab["candidate_id"]: lab
-        for lab in stores.labels.query(
-            {"campaign": name, "fidelity": fidelity, "candidate_id": {"$in": ids}},
-            ["candidate_id", "energy_per_atom", "status"],
-        )
-    }
-    pred = posterior(model, np.array([d["features"] for d in docs])) if model and docs else None
-    rows = []
-    for i, d in enumerate(docs):
-        lab = labels.get(d["candidate_id"]) or {}
-        chgnet = (d.get("prescreen") or {}).get("energy_per_atom")
-        if lab.get("energy_per_atom") is not None:
-            energy, source = lab["energy_per_atom"], fidelity
-        else:
-            energy, source = chgnet, ("chgnet" if chgnet is not None else None)
-        acq = d.get("acquisition") or {}
-        rows.append(
-            {
-                "candidate_id": d["candidate_id"],
-                "formula": d.get("formula"),
-                "n_sites": d.get("n_sites"),
-                "state": d.get("state"),
-                "energy_per_atom": energy,
-                "energy_source": source,
-                "chgnet_energy": chgnet,
-                "label_status": lab.get("status"),
-                "predicted": None if pred is None else float(pred[0][i]),
-                "sigma": None if pred is None else float(pred[1][i]),
-                "iteration": acq.get("iteration"),
-                "rule": acq.get("rule"),
-                "score": acq.get("score"),
-                "relaxed": lab.get("status") == "success",
-            }
-        )
     return _finite(
         {
             "campaign": name,
             "page": page,
             "per_page": per_page,
-            "total": total,
-            "n_pages": n_pages,
-            "model_iteration": None if model is None else model["iteration"],
-            "rows": rows,
+            "total": table.total,
+            "n_pages": max(1, math.ceil(table.total / per_page)),
+            "model_iteration": table.model_iteration,
+            "rows": table.rows,
         }
     )
 

@@ -228,6 +228,16 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
             [d["candidate_id"] for d in rows],
             [d["prescreen"]["embedding"] for d in rows],
         )
+    # The energy block (for the dashboard's table): rows for every screened candidate
+    # it lacks.
+    have = set(stores.block_ids(name, "prescreen_energy"))
+    rows = [d for d in screened if d["candidate_id"] not in have]
+    stores.write_block(
+        name,
+        "prescreen_energy",
+        [d["candidate_id"] for d in rows],
+        np.array([[_nan(d["prescreen"].get("energy_per_atom"))] for d in rows]).reshape(-1, 1),
+    )
     energies = np.array([d["prescreen"]["energy_per_atom"] for d in screened])
     summary = {"n_screened": len(todo), "seconds": round(time.perf_counter() - t0, 2)}
     if energies.size:
@@ -239,6 +249,10 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
     stores.update_campaign(name, {"prescreen": summary})
     logger.info("prescreened %d candidates with CHGNet in %.1f s", len(todo), summary["seconds"])
     return summary
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 @job(config=STORE_JOB)

@@ -28,6 +28,8 @@ REDACTED = "***redacted***"
 COLLECTIONS = ("candidates", "labels", "models", "campaigns")
 # A campaign is found by its name (whatever key the store file gives the collection).
 KEYS = {"campaigns": "name"}
+# Optional collections (``None`` where the store file has none).
+OPTIONAL = ("blocks",)
 
 
 def redact(obj: Any) -> Any:
@@ -166,6 +168,9 @@ def read_only(stores: CampaignStores) -> CampaignStores:
     writers fail with ``AttributeError`` because the views have no write methods.
     """
     lock = threading.RLock()
-    return CampaignStores(
-        *(ReadOnlyStore(getattr(stores, c), lock, KEYS.get(c)) for c in COLLECTIONS)
-    )
+    views = [ReadOnlyStore(getattr(stores, c), lock, KEYS.get(c)) for c in COLLECTIONS]
+    optional = [
+        None if getattr(stores, c) is None else ReadOnlyStore(getattr(stores, c), lock)
+        for c in OPTIONAL
+    ]
+    return CampaignStores(*views, *optional)

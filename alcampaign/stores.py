@@ -8,9 +8,9 @@ Layout for speed (the embedded MontyStore has no indexes and decodes every docum
 a collection on each query or update, so anything that touches the candidates
 collection costs O(pool)):
 
-* ``blocks`` holds per-candidate arrays (features, compositions, CHGNet embeddings) as
-  a few binary chunks of up to ``BLOCK_ROWS`` rows, written whenever candidates are
-  inserted or screened. The controller reads them instead of the candidates.
+* ``blocks`` holds per-candidate arrays (features, compositions, CHGNet embeddings and
+  energies) as a few binary chunks of up to ``BLOCK_ROWS`` rows, written whenever
+  candidates are inserted or screened. The controller reads them instead of the candidates.
 * The campaign document's ``acquisitions`` list (every question ever asked) and the
   labels are the truth about which candidates are open, answered or free; the
   candidates' ``state`` and ``acquisition`` fields mirror them for people and queries,
@@ -46,6 +46,7 @@ BLOCK_FIELDS = {
     "features": "features",
     "embedding": "prescreen.embedding",
     "composition": "composition",
+    "prescreen_energy": "prescreen.energy_per_atom",
 }
 
 
@@ -365,6 +366,9 @@ class CampaignStores:
         ids = [d["candidate_id"] for d in docs]
         if kind == "composition":
             values, columns = _composition_matrix(docs)
+        elif kind == "prescreen_energy":
+            values, columns = np.array([[_dotted(d, field)] for d in docs], dtype=float), None
+            values = values.reshape(len(docs), 1)
         else:
             values, columns = np.array([_dotted(d, field) for d in docs], dtype=float), None
         if ids:

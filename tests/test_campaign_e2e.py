@@ -81,6 +81,10 @@ def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
     assert all(
         c["prescreen"]["model"] == "CHGNet" and len(c["prescreen"]["forces"]) > 0 for c in cands
     )
+    # The prescreen energy block (the dashboard's table) mirrors the candidates.
+    e_ids, e, _ = stores.read_block(name, "prescreen_energy")
+    assert e_ids == [c["candidate_id"] for c in cands]
+    assert e[:, 0].tolist() == [c["prescreen"]["energy_per_atom"] for c in cands]
     labelled = [c for c in cands if c["state"] == "labelled"]
     assert len(labelled) == cfg.stopping.max_oracle_calls
     assert all(c["acquisition"] is not None for c in labelled)
