@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -296,6 +296,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     """Read and validate a campaign config.
 
@@ -311,6 +314,19 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     ConfigError
         The file is missing, is not YAML, or a field is invalid (the field is named).
     """
+    return load_yaml_model(path, CampaignConfig, name)
+
+
+def load_yaml_model(path: str | Path, model: type[_M], name: str | None = None) -> _M:
+    """Read a YAML config into ``model`` (a config with ``name`` and
+    ``system.structure``), resolving the structure path against the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not YAML, a field is invalid (named), or the structure
+        file does not exist.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -325,7 +341,7 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
     if name is not None:
         raw["name"] = name
     try:
-        config = CampaignConfig.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path))) from None
     structure = config.system.structure

@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from alcampaign.config import (
-    ConfigError,
     _check_import_path,
     _Strict,
-    format_validation_error,
+    load_yaml_model,
 )
 
 
@@ -202,24 +200,4 @@ def load_md_config(path: str | Path, name: str | None = None) -> MDCampaignConfi
     ConfigError
         Missing file, bad YAML, an invalid field (named), or a missing structure file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of fields")
-    if name is not None:
-        raw["name"] = name
-    try:
-        config = MDCampaignConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path))) from None
-    structure = config.system.structure
-    if not structure.is_absolute():
-        config.system.structure = (path.parent / structure).resolve()
-    if not config.system.structure.is_file():
-        raise ConfigError(f"system.structure: file {config.system.structure} does not exist")
-    return config
+    return load_yaml_model(path, MDCampaignConfig, name)
