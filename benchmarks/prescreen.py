@@ -12,8 +12,8 @@ variant but the energies-only ones gives energy, forces, stress and magmoms:
   the crystal embedding (graphs once, :mod:`alcampaign.chgnet_fast` in batches of 4,
   one torch thread);
 * ``ours_two_threads``: the same with two torch threads;
-* ``ours_2_workers``: the same in two spawned processes (one thread each; includes
-  their ~3-5 s start-up);
+* ``ours_2_workers``: the same in two worker processes (forked where the platform
+  allows, sharing the loaded model; one thread each);
 * ``ours_energies``: energies, magmoms and embeddings only (no forces).
 
 ``best_speedup_with_forces`` (the issue's >= 5x target) divides by the faster of the
