@@ -242,12 +242,15 @@ class BayesianLinearRegression:
             for shift_a in (0.0, np.log(var)):
                 for shift_b in (0.0, 4.0):
                     x0 = base[free] + np.array([shift_a if i == 0 else shift_b for i in free])
-                    res = minimize(
-                        lambda t: self._neg_log_evidence(*unpack(t)),
-                        np.clip(x0, lo, hi),
-                        method="L-BFGS-B",
-                        bounds=bounds,
-                    )
+                    # A singular step returns inf; its finite differences are nan
+                    # and L-BFGS-B backs off: silence numpy's warning about it.
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        res = minimize(
+                            lambda t: self._neg_log_evidence(*unpack(t)),
+                            np.clip(x0, lo, hi),
+                            method="L-BFGS-B",
+                            bounds=bounds,
+                        )
                     if best is None or res.fun < best.fun:
                         best = res
             base[free] = best.x
