@@ -903,9 +903,10 @@ def _waiting_for(stores, doc: dict) -> str:
     state = doc.get("state")
     if state in ("stopped", "failed", "enumerated"):
         return "nothing: the campaign is " + state
-    name = doc["name"]
-    asked = stores.candidates.count({"campaign": name, "state": "acquired"})
-    requested = stores.candidates.count({"campaign": name, "state": "requested"})
+    # From the campaign document and the labels: no scan of the candidates per refresh.
+    open_ = stores.open_acquisitions(doc)
+    requested = sum(a["external"] for a in open_)
+    asked = len(open_) - requested
     if requested:
         return f"{requested} external answers (alcampaign export / ingest / resume)"
     if asked:

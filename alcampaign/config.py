@@ -13,10 +13,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CAMPAIGN_COLLECTIONS = ("candidates", "labels", "models", "campaigns")
 EXTERNAL = "external"
@@ -120,24 +128,22 @@ class PrescreenConfig(_Strict):
     workers: int = Field(1, ge=1, description="Processes (one torch thread each).")
 
 
-class FidelityConfig(_Strict):
-    """A cheaper fidelity for cost-aware multi-fidelity acquisition."""
-
-    maker: str = Field(description="Import path of the cheap fidelity's Maker.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
-    fidelity: str = Field("cheap", description="Name of this fidelity in the labels store.")
-    cost: float = Field(0.05, gt=0, description="Cost of one call, in the oracle's unit.")
-
-    @field_validator("maker")
-    @classmethod
-    def _import_path(cls, v: str) -> str:
-        return _check_import_path(v)
-
-
 def _check_import_path(v: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", v):
         raise ValueError(f"{v!r} is not an import path like 'package.module.Class'")
     return v
+
+
+ImportPath = Annotated[str, AfterValidator(_check_import_path)]
+
+
+class FidelityConfig(_Strict):
+    """A cheaper fidelity for cost-aware multi-fidelity acquisition."""
+
+    maker: ImportPath = Field(description="Import path of the cheap fidelity's Maker.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Maker keyword arguments.")
+    fidelity: str = Field("cheap", description="Name of this fidelity in the labels store.")
+    cost: float = Field(0.05, gt=0, description="Cost of one call, in the oracle's unit.")
 
 
 class OracleConfig(_Strict):
@@ -391,23 +397,29 @@ def expand_paths(spec: Any) -> Any:
     return spec
 
 
-def read_store_spec(path: str | Path) -> dict:
-    """Read a JobStore YAML spec with environment variables expanded.
+def read_store_spec(path: str | Path, expand: bool = True) -> dict:
+    """Read and check a JobStore YAML spec.
+
+    ``expand``: replace ``${VAR}`` references from the environment and ``~`` in
+    database paths; without it the spec comes back as written (a template for workers
+    that expand it themselves).
 
     Raises
     ------
     ConfigError
-        The file is missing, malformed, or lacks a required store.
+        The file is missing, malformed, lacks a required store, or (expanding) names an
+        unset environment variable.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"store file {path} does not exist")
+    text = path.read_text()
     try:
-        spec = yaml.safe_load(expand_env(path.read_text()))
+        spec = yaml.safe_load(expand_env(text) if expand else text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"store file {path} is not valid YAML: {exc}") from None
     validate_store_spec(spec, str(path))
-    return expand_paths(spec)
+    return expand_paths(spec) if expand else spec
 
 
 def validate_store_spec(spec: Any, source: str) -> None:

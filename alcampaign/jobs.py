@@ -212,31 +212,19 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
         name, {d["candidate_id"]: {"prescreen": r} for d, r in zip(todo, results, strict=True)}
     )
     screened = [
-        d for d in stores.candidate_table(name, ["prescreen.energy_per_atom"]) if d.get("prescreen")
+        d
+        for d in stores.candidate_table(name, ["prescreen.energy_per_atom", "prescreen.embedding"])
+        if d.get("prescreen")
     ]
-    # The embedding block: rows for every screened candidate it lacks (a crash between
-    # the two writes is repaired here on resume).
-    have = set(stores.block_ids(name, "embedding"))
-    missing = [d["candidate_id"] for d in screened if d["candidate_id"] not in have]
-    if missing:
-        rows = stores.candidate_table(
-            name, ["prescreen.embedding"], {"candidate_id": {"$in": missing}}
-        )
-        stores.write_block(
-            name,
-            "embedding",
-            [d["candidate_id"] for d in rows],
-            [d["prescreen"]["embedding"] for d in rows],
-        )
-    # The energy block (for the dashboard's table): rows for every screened candidate
-    # it lacks.
-    have = set(stores.block_ids(name, "prescreen_energy"))
-    rows = [d for d in screened if d["candidate_id"] not in have]
-    stores.write_block(
+    # The embedding block (the controller's CHGNet features) and the energy block (the
+    # dashboard's table), completed for every screened candidate.
+    ids = [d["candidate_id"] for d in screened]
+    stores.complete_block(name, "embedding", ids, [d["prescreen"]["embedding"] for d in screened])
+    stores.complete_block(
         name,
         "prescreen_energy",
-        [d["candidate_id"] for d in rows],
-        np.array([[_nan(d["prescreen"].get("energy_per_atom"))] for d in rows]).reshape(-1, 1),
+        ids,
+        [[d["prescreen"]["energy_per_atom"]] for d in screened],
     )
     energies = np.array([d["prescreen"]["energy_per_atom"] for d in screened])
     summary = {"n_screened": len(todo), "seconds": round(time.perf_counter() - t0, 2)}
@@ -249,10 +237,6 @@ def prescreen_candidates(name: str, after: Any = None) -> dict:
     stores.update_campaign(name, {"prescreen": summary})
     logger.info("prescreened %d candidates with CHGNet in %.1f s", len(todo), summary["seconds"])
     return summary
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 @job(config=STORE_JOB)
@@ -348,33 +332,34 @@ def _finished_answers(name: str, requests: list[dict]) -> dict[tuple[str, str], 
     Found by the metadata every oracle job carries (campaign, candidate id, fidelity);
     the latest completed output wins.
     """
-    store = CURRENT_JOB.store
+    wanted = {(a["candidate_id"], a["fidelity"]): a for a in requests}
+    latest: dict[tuple[str, str], dict] = {}
+    # One query for the whole batch (each query scans the docs store on montydb).
+    for d in CURRENT_JOB.store.query(
+        {
+            "metadata.campaign": name,
+            "metadata.candidate_id": {"$in": sorted({cid for cid, _ in wanted})},
+        },
+        load=True,
+    ):
+        key = (d["metadata"]["candidate_id"], d["metadata"].get("fidelity"))
+        out = d.get("output")
+        if key not in wanted or not (isinstance(out, dict) and out.get("output")):
+            continue
+        if key not in latest or str(d.get("completed_at")) > str(latest[key].get("completed_at")):
+            latest[key] = d
     found: dict[tuple[str, str], dict] = {}
-    for a in requests:
-        key = (a["candidate_id"], a["fidelity"])
-        docs = list(
-            store.query(
-                {
-                    "metadata.campaign": name,
-                    "metadata.candidate_id": key[0],
-                    "metadata.fidelity": key[1],
-                },
-                load=True,
-            )
-        )
-        docs = [d for d in docs if isinstance(d.get("output"), dict) and d["output"].get("output")]
-        if docs:
-            d = max(docs, key=lambda d: str(d.get("completed_at")))
-            out = d["output"]
-            found[key] = {
-                "candidate_id": key[0],
-                "cheap": a["cheap"],
-                "job_uuid": d["uuid"],
-                "energy": out["output"].get("energy"),
-                "structure": out.get("structure"),
-                "forces": out["output"].get("forces"),
-                "stress": out["output"].get("stress"),
-            }
+    for key, d in latest.items():
+        out = d["output"]
+        found[key] = {
+            "candidate_id": key[0],
+            "cheap": wanted[key]["cheap"],
+            "job_uuid": d["uuid"],
+            "energy": out["output"].get("energy"),
+            "structure": out.get("structure"),
+            "forces": out["output"].get("forces"),
+            "stress": out["output"].get("stress"),
+        }
     return found
 
 

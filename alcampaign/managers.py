@@ -40,6 +40,7 @@ from alcampaign.config import (
     alcampaign_home,
     expand_env,
     expand_paths,
+    read_store_spec,
     validate_store_spec,
 )
 
@@ -73,14 +74,7 @@ def read_store_template(path: str | Path | None) -> dict:
     """
     if path is None:
         return embedded_store_template()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"store file {path} does not exist")
-    try:
-        template = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"store file {path} is not valid YAML: {exc}") from None
-    validate_store_spec(template, str(path))
+    template = read_store_spec(path, expand=False)
     check_no_literal_credentials(template, str(path))
     return template
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from alcampaign.config import (
-    _check_import_path,
+    ImportPath,
     _Strict,
     load_yaml_model,
 )
@@ -139,7 +139,7 @@ class BootstrapConfig(_Strict):
 class MDOracleConfig(_Strict):
     """The reference: an atomate2 Maker doing a single point (static) calculation."""
 
-    maker: str = Field(
+    maker: ImportPath = Field(
         "atomate2.ase.jobs.EmtRelaxMaker",
         description="Import path of an atomate2 Maker; its task document must hold "
         "output.energy and output.forces at the given positions.",
@@ -151,11 +151,6 @@ class MDOracleConfig(_Strict):
     )
     fidelity: str = Field("oracle", description="Name of this fidelity in the labels store.")
     cost: float = Field(1.0, gt=0, description="Cost of one call.")
-
-    @field_validator("maker")
-    @classmethod
-    def _import_path(cls, v: str) -> str:
-        return _check_import_path(v)
 
 
 class MDStoppingConfig(_Strict):

@@ -246,14 +246,11 @@ class CampaignStores:
         new = [jsanitize(d) for d in docs if d["candidate_id"] not in existing]
         if new:
             self.candidates._collection.insert_many(new)
-        if self.blocks is not None and docs and "features" in docs[0]:
-            have = set(self.block_ids(campaign, "features"))
-            rows = [d for d in docs if d["candidate_id"] not in have]
-            if rows:
-                ids = [d["candidate_id"] for d in rows]
-                self.write_block(campaign, "features", ids, [d["features"] for d in rows])
-                if "composition" in rows[0]:
-                    self.write_block(campaign, "composition", ids, *_composition_matrix(rows))
+        if docs and "features" in docs[0]:
+            ids = [d["candidate_id"] for d in docs]
+            self.complete_block(campaign, "features", ids, [d["features"] for d in docs])
+            if "composition" in docs[0]:
+                self.complete_block(campaign, "composition", ids, *_composition_matrix(docs))
         return len(new)
 
     def candidate_table(
@@ -314,6 +311,24 @@ class CampaignStores:
             for i, lo in enumerate(range(0, len(ids), BLOCK_ROWS))
         ]
         self.blocks._collection.insert_many(docs)
+
+    def complete_block(
+        self,
+        campaign: str,
+        kind: str,
+        ids: Sequence[str],
+        values: Any,
+        columns: Sequence[str] | None = None,
+    ) -> None:
+        """Append the rows of the ``ids`` a block lacks (all of them the first time), so
+        that rerunning a job after a crash between its writes completes the block."""
+        if self.blocks is None or not len(ids):
+            return
+        have = set(self.block_ids(campaign, kind))
+        keep = [i for i, cid in enumerate(ids) if cid not in have]
+        if keep:
+            values = np.asarray(values, dtype=np.float64)[keep]
+            self.write_block(campaign, kind, [ids[i] for i in keep], values, columns)
 
     def block_ids(self, campaign: str, kind: str) -> list[str]:
         """The candidate ids a block holds rows for."""
