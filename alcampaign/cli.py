@@ -488,7 +488,9 @@ def enumerate_command(
     prescreen: Annotated[bool, typer.Option(help="CHGNet prescreen.")] = True,
     forces: Annotated[bool, typer.Option(help="Prescreen forces and stress too.")] = False,
     relax_steps: Annotated[int, typer.Option(help="Short CHGNet relaxation steps.")] = 0,
-    workers: Annotated[int, typer.Option(help="Prescreen processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Prescreen processes (0: one per CPU core).", min=0)
+    ] = 0,
 ) -> None:
     """Enumerate the orderings of a disordered structure, prescreen them, and store them.
 

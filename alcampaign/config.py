@@ -121,11 +121,16 @@ class PrescreenConfig(_Strict):
 
     enabled: bool = True
     forces: bool = Field(True, description="Also compute forces and stress (slower).")
-    batch_size: int = Field(16, ge=1, description="Structures per CHGNet batch (energy pass).")
+    batch_size: int = Field(4, ge=1, description="Structures per CHGNet forward pass.")
     relax_steps: int = Field(
         0, ge=0, description="If > 0, also a short CHGNet relaxation of this many steps."
     )
-    workers: int = Field(1, ge=1, description="Processes (one torch thread each).")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Processes (one torch thread each); 0: one per CPU core, at most one "
+        "per 16 structures.",
+    )
 
 
 def _check_import_path(v: str) -> str:

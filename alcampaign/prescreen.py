@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -59,7 +60,7 @@ def chgnet_prescreen(
     batch_size: int = 4,
     forces: bool = True,
     relax_steps: int = 0,
-    workers: int = 1,
+    workers: int = 0,
     threads: int = 1,
 ) -> list[dict]:
     """CHGNet predictions for each structure.
@@ -78,7 +79,9 @@ def chgnet_prescreen(
         If positive, also relax each structure with CHGNet for at most this many steps
         (FIRE, fmax 0.1 eV/A) and record the relaxed energy and structure.
     workers
-        Processes to share the work (each with its own model).
+        Processes to share the work (forked where the platform allows, sharing the
+        loaded model). 0 (default): one per CPU core this process may use, but no more
+        than one per 16 structures, since a worker costs ~0.3 s to warm up.
     threads
         Torch threads per process during the call.
 
@@ -91,6 +94,8 @@ def chgnet_prescreen(
     """
     if not structures:
         return []
+    if workers == 0:
+        workers = max(1, min(len(os.sched_getaffinity(0)), len(structures) // 16))
     if workers > 1 and len(structures) > workers:
         return _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
     model = model or load_chgnet()
@@ -147,10 +152,15 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    chunks = np.array_split(np.arange(len(structures)), workers)
+    # Small tasks, largest structures first, handed out as workers free up: the cost of
+    # a structure grows with its atoms (and angles), and the candidates come sorted by
+    # cell size, so equal halves would leave one worker idle at the end.
+    order = sorted(range(len(structures)), key=lambda i: -len(structures[i]))
+    size = max(1, min(2 * batch_size, len(order) // (4 * workers)))
+    tasks = [order[k : k + size] for k in range(0, len(order), size)]
     payloads = [
-        ([structures[i].as_dict() for i in c], batch_size, forces, relax_steps, threads)
-        for c in chunks
+        ([structures[i].as_dict() for i in t], batch_size, forces, relax_steps, threads)
+        for t in tasks
     ]
     if "fork" in mp.get_all_start_methods():
         # fork: the workers share the model loaded here (copy-on-write) and start in
@@ -161,6 +171,9 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
         context = mp.get_context("fork")
     else:
         context = mp.get_context("spawn")
+    out: list[dict | None] = [None] * len(structures)
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        results = list(pool.map(_worker, payloads))
-    return [doc for part in results for doc in part]
+        for task, docs in zip(tasks, pool.map(_worker, payloads), strict=True):
+            for i, doc in zip(task, docs, strict=True):
+                out[i] = doc
+    return out

@@ -6,18 +6,19 @@ variant but the energies-only ones gives energy, forces, stress and magmoms:
 * ``loop``: ``model.predict_structure(s)`` per structure (default task ``efsm``), torch's
   default threads, as a plain script would;
 * ``loop_one_thread``: the same with one torch thread;
+* ``ours``: :func:`alcampaign.prescreen.chgnet_prescreen` as the prescreen job calls
+  it, with forces and stress, plus the crystal embedding: graphs once,
+  :mod:`alcampaign.chgnet_fast` in batches of 4, one torch thread per process and one
+  forked worker process per core (the default ``workers=0``);
+* ``ours_one_process``: the same in this process only (``workers=1``);
+* ``ours_two_threads``: the same with two torch threads in this process;
+* ``ours_energies``: energies, magmoms and embeddings only (no forces);
 * ``batched_default``: CHGNet's own ``predict_structure(list, batch_size=16)``, one
-  thread, on at most 32 of the structures (it is the slow one);
-* ``ours``: :func:`alcampaign.prescreen.chgnet_prescreen` with forces and stress, plus
-  the crystal embedding (graphs once, :mod:`alcampaign.chgnet_fast` in batches of 4,
-  one torch thread);
-* ``ours_two_threads``: the same with two torch threads;
-* ``ours_2_workers``: the same in two worker processes (forked where the platform
-  allows, sharing the loaded model; one thread each);
-* ``ours_energies``: energies, magmoms and embeddings only (no forces).
+  thread, on at most 32 of the structures (it is the slow one), run last.
 
-``best_speedup_with_forces`` (the issue's >= 5x target) divides by the faster of the
-two loops, so that a loop slowed by thread contention does not flatter the ratio. Also
+``speedup_with_forces`` (the issue's >= 5x target: ``ours`` with forces) divides by the
+faster of the two loops, so that a loop slowed by thread contention does not flatter the
+ratio; ``speedup_vs_faster_loop`` gives every variant's ratio per repeat. Also
 reports the share of graph construction and the peak memory. Prints JSON. Usage::
 
     python benchmarks/prescreen.py [--n 128] [--repeats 1]
@@ -64,17 +65,20 @@ def run_once(ss, model, default_threads: int) -> dict[str, float]:
     rate["loop"] = len(ss) / timed(lambda: [model.predict_structure(s) for s in ss])
     torch.set_num_threads(1)
     rate["loop_one_thread"] = len(ss) / timed(lambda: [model.predict_structure(s) for s in ss])
-    rate["batched_default"] = len(few) / timed(lambda: model.predict_structure(few))
     rate["graphs_only"] = len(ss) / timed(lambda: [model.graph_converter(s) for s in ss])
     torch.set_num_threads(default_threads)
     rate["ours"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model))
-    rate["ours_two_threads"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model, threads=2))
-    rate["ours_2_workers"] = len(ss) / timed(lambda: chgnet_prescreen(ss, workers=2))
+    rate["ours_one_process"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model, workers=1))
+    rate["ours_two_threads"] = len(ss) / timed(
+        lambda: chgnet_prescreen(ss, model, workers=1, threads=2)
+    )
     rate["ours_energies"] = len(ss) / timed(lambda: chgnet_prescreen(ss, model, forces=False))
+    # Last: CHGNet's batched call keeps ~10 GB of second-order graphs, and the memory
+    # glibc keeps afterwards would make forking the workers above slower.
+    torch.set_num_threads(1)
+    rate["batched_default"] = len(few) / timed(lambda: model.predict_structure(few))
+    torch.set_num_threads(default_threads)
     return rate
-
-
-with_forces = ("ours", "ours_two_threads", "ours_2_workers")
 
 
 def main() -> None:
@@ -93,11 +97,13 @@ def main() -> None:
     runs = [run_once(ss, model, default_threads) for _ in range(args.repeats)]
     best = {k: max(r[k] for r in runs) for k in runs[0]}
     ratios = [{k: r[k] / r["loop"] for k in r if k not in ("loop", "graphs_only")} for r in runs]
-    mean = {k: sum(q[k] for q in ratios) / len(ratios) for k in ratios[0]}
     # The target is judged against the faster loop of the two thread settings: with other
     # processes on the cores, torch's default two threads can make the loop ~10x slower.
-    fair = [{k: r[k] / max(r["loop"], r["loop_one_thread"]) for k in with_forces} for r in runs]
-    best_ratio = max(sum(q[k] for q in fair) / len(fair) for k in with_forces)
+    fair = [
+        {k: r[k] / max(r["loop"], r["loop_one_thread"]) for k in q}
+        for r, q in zip(runs, ratios, strict=True)
+    ]
+    mean = {k: sum(q[k] for q in fair) / len(fair) for k in fair[0]}
     print(
         json.dumps(
             {
@@ -109,18 +115,16 @@ def main() -> None:
                 "structures_per_second": {
                     k: round(v, 1) for k, v in best.items() if k != "graphs_only"
                 },
-                "speedup_vs_loop": {k: round(v, 2) for k, v in mean.items()},
-                "speedup_vs_loop_range": {
-                    k: [round(min(q[k] for q in ratios), 2), round(max(q[k] for q in ratios), 2)]
-                    for k in ratios[0]
-                },
+                "speedup_vs_default_loop": {k: [round(q[k], 2) for q in ratios] for k in ratios[0]},
+                "speedup_vs_faster_loop": {k: [round(q[k], 2) for q in fair] for k in fair[0]},
                 "graph_construction_share_of_loop": round(
                     sum(r["loop"] / r["graphs_only"] for r in runs) / len(runs), 3
                 ),
-                "speedup_vs_faster_loop": {k: [round(q[k], 2) for q in fair] for k in with_forces},
-                "best_speedup_with_forces": round(best_ratio, 2),
+                # the prescreen as the job runs it (default settings), mean over repeats
+                "speedup_with_forces": round(mean["ours"], 2),
+                "speedup_energies_only": round(mean["ours_energies"], 2),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-                "target_5x": best_ratio >= 5,
+                "target_5x": mean["ours"] >= 5,
             },
             indent=1,
         )

@@ -45,8 +45,8 @@ def table(results: dict) -> str:
     rows.append(
         (
             "CHGNet prescreen vs per-structure loop",
-            f"{p['best_speedup_with_forces']}x with forces, stress, magmoms, embeddings; "
-            f"{p['speedup_vs_loop']['ours_energies']}x energies only",
+            f"{p['speedup_with_forces']}x with forces, stress, magmoms, embeddings; "
+            f"{p['speedup_energies_only']}x energies only",
             ">= 5x",
             "no" if not p["target_5x"] else "yes",
         )

@@ -60,10 +60,13 @@ def test_relaxation_and_worker_processes(model):
     for doc in relaxed:
         assert doc["relaxed"]["energy_per_atom"] <= doc["energy_per_atom"] + 1e-4
         assert 1 <= doc["relaxed"]["steps"] <= 21
-    serial = chgnet_prescreen(structures, model=model, forces=False)
-    parallel = chgnet_prescreen(structures, forces=False, workers=2)
+    # Workers take the largest structures first; the results come back in input order.
+    mixed = [*structures, structures[1] * (2, 1, 1)]
+    serial = chgnet_prescreen(mixed, model=model)
+    parallel = chgnet_prescreen(mixed, workers=2)
     for a, b in zip(serial, parallel, strict=True):
         assert a["energy_per_atom"] == pytest.approx(b["energy_per_atom"], abs=1e-5)
+        np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-5)
 
 
 def test_unknown_element_is_refused(model):
