@@ -167,7 +167,10 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
         # milliseconds; spawned ones pay 3-5 s each to import torch and CHGNet. Safe on
         # the CPU because every worker runs torch with its own thread setting
         # (``threads``, 1 by default), so no OpenMP pool of ours is entered after fork.
+        from alcampaign.fused_rows import load
+
         load_chgnet()
+        load()  # compiled (or found in the cache) once, here
         context = mp.get_context("fork")
     else:
         context = mp.get_context("spawn")

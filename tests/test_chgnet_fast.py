@@ -47,18 +47,21 @@ def assert_same(got: dict, ref: dict, forces: bool = True) -> None:
         np.testing.assert_allclose(got["s"], ref["s"], atol=1e-3)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 16])
-def test_split_pass_matches_predict_structure(model, structures, batch_size):
+@pytest.mark.parametrize(("batch_size", "fused"), [(1, True), (3, False), (16, True), (16, False)])
+def test_split_pass_matches_predict_structure(model, structures, batch_size, fused):
     assert supports(model)
+    fast = FastCHGNet(model, fused=fused)
+    if fused and fast.lib is None:
+        pytest.skip("no C compiler for the fused kernels")
     refs = [model.predict_structure(s, return_crystal_feas=True) for s in structures]
     graphs = [model.graph_converter(s) for s in structures]
-    got = predict_graphs(model, graphs, batch_size=batch_size)
+    got = predict_graphs(model, graphs, batch_size=batch_size, fast=fast)
     assert len(got) == len(structures)
     for g, r, s in zip(got, refs, structures, strict=True):
         assert g["f"].shape == (len(s), 3) and g["s"].shape == (3, 3)
         assert_same(g, r)
     # Energies only: the same numbers under inference_mode, no forces computed.
-    for g, r in zip(predict_graphs(model, graphs, forces=False), refs, strict=True):
+    for g, r in zip(predict_graphs(model, graphs, forces=False, fast=fast), refs, strict=True):
         assert "f" not in g and "s" not in g
         assert_same(g, r, forces=False)
 
