@@ -267,7 +267,7 @@ def predict_graphs(
     graphs: Sequence,
     *,
     forces: bool = True,
-    batch_size: int = 4,
+    batch_size: int = 2,
     fast: FastCHGNet | None = None,
 ) -> list[dict]:
     """CHGNet predictions for crystal graphs, the fields of ``predict_graph``.

@@ -121,7 +121,7 @@ class PrescreenConfig(_Strict):
 
     enabled: bool = True
     forces: bool = Field(True, description="Also compute forces and stress (slower).")
-    batch_size: int = Field(4, ge=1, description="Structures per CHGNet forward pass.")
+    batch_size: int = Field(2, ge=1, description="Structures per CHGNet forward pass.")
     relax_steps: int = Field(
         0, ge=0, description="If > 0, also a short CHGNet relaxation of this many steps."
     )

@@ -151,11 +151,12 @@ static inline void gate_bwd_row(int64_t hh, const float *c, const float *g, cons
                                 const float *bc, const float *gg, const float *bg,
                                 const float *st, const float *wt, const float *d, float *oc,
                                 float *og, float *dwt, const int has_wt) {
-    float dzc[MAX_W], dzg[MAX_W], zc[MAX_W], zg[MAX_W];
+    /* oc, og first hold the gradients of the normalised values, then of the inputs */
     float s1c = 0.0f, s2c = 0.0f, s1g = 0.0f, s2g = 0.0f;
+    const float mc = st[0], rc = st[1], mg = st[2], rg = st[3];
 #pragma omp simd reduction(+ : s1c, s2c, s1g, s2g)
     for (int64_t k = 0; k < hh; k++) {
-        float zck = (c[k] - st[0]) * st[1], zgk = (g[k] - st[2]) * st[3];
+        float zck = (c[k] - mc) * rc, zgk = (g[k] - mg) * rg;
         float yc = zck * gc[k] + bc[k], yg = zgk * gg[k] + bg[k];
         float sc_ = sigm(yc), sg_ = sigm(yg), a = yc * sc_;
         float dk = d[k];
@@ -165,10 +166,8 @@ static inline void gate_bwd_row(int64_t hh, const float *c, const float *g, cons
         }
         float a1 = dk * sg_ * sc_ * (1.0f + yc * (1.0f - sc_)) * gc[k];
         float a2 = dk * a * sg_ * (1.0f - sg_) * gg[k];
-        dzc[k] = a1;
-        dzg[k] = a2;
-        zc[k] = zck;
-        zg[k] = zgk;
+        oc[k] = a1;
+        og[k] = a2;
         s1c += a1;
         s2c += a1 * zck;
         s1g += a2;
@@ -180,8 +179,8 @@ static inline void gate_bwd_row(int64_t hh, const float *c, const float *g, cons
     s2g /= (float)hh;
 #pragma omp simd
     for (int64_t k = 0; k < hh; k++) {
-        oc[k] = st[1] * (dzc[k] - s1c - zc[k] * s2c);
-        og[k] = st[3] * (dzg[k] - s1g - zg[k] * s2g);
+        oc[k] = rc * (oc[k] - s1c - (c[k] - mc) * rc * s2c);
+        og[k] = rg * (og[k] - s1g - (g[k] - mg) * rg * s2g);
     }
 }
 
