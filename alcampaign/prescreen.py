@@ -3,12 +3,14 @@
 Measured on a 2-core CPU (docs/enumeration.md): a loop of ``predict_structure`` calls
 spends ~60% of its time in the force/stress backward pass, which CHGNet runs twice per
 call with ``create_graph=True`` (a second-order graph kept for training), ~25% in the
-linear layers of the forward pass and ~12% building graphs. The prescreen converts each
-structure to a graph once and runs :mod:`alcampaign.chgnet_fast` on batches: the same
-network with its first linear layers split by input block (fewer multiply-adds) and
-forces and stress from one first-order gradient per batch; without forces it runs under
-``torch.inference_mode``. Torch runs on one thread by default for the duration of the
-call: a second thread helps little when other processes share two cores.
+linear layers of the forward pass and ~12% building graphs. The prescreen builds each
+structure's graph once with array operations and runs :mod:`alcampaign.chgnet_fast` on
+batches of 2: the same network with its first linear layers split by input block
+(fewer multiply-adds), its per-row work in fused kernels (:mod:`alcampaign.fused_rows`)
+and forces and stress from one first-order gradient per batch; without forces it runs
+under ``torch.inference_mode``. By default one forked worker process per CPU core shares
+the work, each with one torch thread (threads collapse when other processes share the
+cores; processes do not).
 """
 
 from __future__ import annotations
