@@ -361,7 +361,7 @@ def _edges(center, neighbor, image, n_atoms: int) -> _Edges | None:
     n = len(center)
     image = np.asarray(image, dtype=np.int64)
     span = 2 * int(np.abs(image).max(initial=0)) + 1
-    if n_atoms**2 * span**3 >= 2**62:
+    if n == 0 or n_atoms**2 * span**3 >= 2**62:  # nothing to number, or keys overflow
         return None
 
     def key(c, nb, img):
@@ -375,9 +375,9 @@ def _edges(center, neighbor, image, n_atoms: int) -> _Edges | None:
     sorted_keys = keys[by_key]
     wanted = key(neighbor, center, -image)
     at = np.minimum(np.searchsorted(sorted_keys, wanted), n - 1)
-    if n == 0 or not np.array_equal(sorted_keys[at], wanted):
-        return None
     reverse = by_key[at]
+    if not np.array_equal(sorted_keys[at], wanted) or np.any(reverse == np.arange(n)):
+        return None
     first = np.arange(n) < reverse  # the entry that starts its undirected edge
     numbered = np.cumsum(first) - 1
     d2u = np.where(first, numbered, numbered[reverse])

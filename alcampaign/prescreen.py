@@ -97,9 +97,12 @@ def chgnet_prescreen(
     if not structures:
         return []
     if workers == 0:
-        workers = max(1, min(len(os.sched_getaffinity(0)), len(structures) // 16))
-    if workers > 1 and len(structures) > workers:
-        return _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
+        workers = max(1, min(_usable_cores(), len(structures) // 16))
+    # A model of the caller's reaches forked workers only (spawned ones load their own).
+    shareable = model is None or "fork" in _start_methods()
+    if workers > 1 and len(structures) > workers and shareable:
+        options = (batch_size, forces, relax_steps, threads)
+        return _in_processes(structures, model, workers, options)
     model = model or load_chgnet()
     return _prescreen(structures, model, batch_size, forces, relax_steps, threads)
 
@@ -163,12 +166,29 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing as mp
+
+    return mp.get_all_start_methods()
+
+
+#: The model forked workers use: set by the parent just before it forks them.
+_FORKED_MODEL: list = []
+
+
 def _worker(payload) -> list[dict]:
-    structures, *options = payload
-    return _prescreen([Structure.from_dict(s) for s in structures], load_chgnet(), *options)
+    structures, options = payload
+    model = _FORKED_MODEL[0] if _FORKED_MODEL else load_chgnet()
+    return _prescreen([Structure.from_dict(s) for s in structures], model, *options)
 
 
-def _in_processes(structures, batch_size, forces, relax_steps, workers, threads) -> list[dict]:
+def _in_processes(structures, model, workers: int, options: tuple) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -176,12 +196,9 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
     # a structure grows with its atoms (and angles), and the candidates come sorted by
     # cell size, so equal halves would leave one worker idle at the end.
     order = sorted(range(len(structures)), key=lambda i: -len(structures[i]))
-    size = max(1, min(2 * batch_size, len(order) // (4 * workers)))
+    size = max(1, min(2 * options[0], len(order) // (4 * workers)))
     tasks = [order[k : k + size] for k in range(0, len(order), size)]
-    payloads = [
-        ([structures[i].as_dict() for i in t], batch_size, forces, relax_steps, threads)
-        for t in tasks
-    ]
+    payloads = [([structures[i].as_dict() for i in t], options) for t in tasks]
     if "fork" in mp.get_all_start_methods():
         # fork: the workers share the model loaded here (copy-on-write) and start in
         # milliseconds; spawned ones pay 3-5 s each to import torch and CHGNet. Safe on
@@ -189,14 +206,19 @@ def _in_processes(structures, batch_size, forces, relax_steps, workers, threads)
         # (``threads``, 1 by default), so no OpenMP pool of ours is entered after fork.
         from alcampaign.fused_rows import load
 
-        load_chgnet()
+        _FORKED_MODEL.append(model or load_chgnet())
         load()  # compiled (or found in the cache) once, here
         context = mp.get_context("fork")
     else:
         context = mp.get_context("spawn")
     out: list[dict | None] = [None] * len(structures)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_keep_freed_memory) as pool:
-        for task, docs in zip(tasks, pool.map(_worker, payloads), strict=True):
-            for i, doc in zip(task, docs, strict=True):
-                out[i] = doc
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_keep_freed_memory
+        ) as pool:
+            for task, docs in zip(tasks, pool.map(_worker, payloads), strict=True):
+                for i, doc in zip(task, docs, strict=True):
+                    out[i] = doc
+    finally:
+        _FORKED_MODEL.clear()
     return out

@@ -75,3 +75,25 @@ def test_unknown_element_is_refused(model):
     check_elements(["Li", "Co", "O"], model)
     with pytest.raises(ValueError, match="Og"):
         check_elements(["Li", "Og"], model)
+
+
+def test_forked_workers_use_the_callers_model(model):
+    import copy
+
+    import torch
+
+    mine = copy.deepcopy(model)
+    with torch.no_grad():
+        last = [m for m in mine.mlp.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.bias += 1.0  # +1 eV per atom
+    structures = [
+        Structure(
+            Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+        )
+        * (1, 1, k)
+        for k in (1, 2, 3)
+    ]
+    packaged = chgnet_prescreen(structures, model=model, forces=False, workers=1)
+    parallel = chgnet_prescreen(structures, model=mine, forces=False, workers=2)
+    for a, b in zip(packaged, parallel, strict=True):
+        assert b["energy_per_atom"] == pytest.approx(a["energy_per_atom"] + 1.0, abs=1e-4)
