@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -63,19 +64,23 @@ def _cpu_features() -> str:
     return "\n".join(sorted(set(lines)))
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def _compiler() -> list[str] | None:
+    """The C compiler command: ``$CC`` (which may carry flags), else ``cc`` or ``gcc``."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("cc") or shutil.which("gcc")
+    return [found] if found else None
 
 
-def _build(compiler: str, target: Path) -> None:
+def _build(compiler: list[str], target: Path) -> None:
     """Compile, then link without ``-ffast-math`` (linking with it can add startup code
     that flushes denormals to zero for the whole process)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         obj, lib = Path(tmp) / "gated_rows.o", Path(tmp) / "gated_rows.so"
         for cmd in (
-            [compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
-            [compiler, "-shared", str(obj), "-o", str(lib), "-lm"],
+            [*compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+            [*compiler, "-shared", str(obj), "-o", str(lib), "-lm"],
         ):
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
         os.replace(lib, target)  # atomic: concurrent builders leave one whole file
@@ -92,7 +97,7 @@ def load() -> ctypes.CDLL | None:
         return None
     try:
         version = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=30
+            [*compiler, "--version"], capture_output=True, text=True, timeout=30
         ).stdout
         key = hashlib.sha256(
             "\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_features()]).encode()
