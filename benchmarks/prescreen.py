@@ -99,10 +99,10 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     from alcampaign.prescreen import chgnet_prescreen
 
-    # Warm-up of both paths: torch's first call, and our kernels' build (~1 s, once per
-    # machine: they are cached under ~/.cache/alcampaign).
+    # Warm-up of both paths, as each runs: torch's first call; our kernels' build (~1 s,
+    # once per machine: cached under ~/.cache/alcampaign) and a first pool of workers.
     model.predict_structure(ss[0])
-    chgnet_prescreen(ss[:2], model)
+    chgnet_prescreen(ss[:32], model)
     runs = [run_once(ss, model, default_threads) for _ in range(args.repeats)]
     batched = batched_default(ss, model)
     for r in runs:
