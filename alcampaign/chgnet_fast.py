@@ -431,11 +431,9 @@ def crystal_graph(converter, structure):
     center, neighbor, image, distance = structure.get_neighbor_list(
         r=converter.atom_graph_cutoff, sites=structure.sites, numerical_tol=1e-8
     )
-    if len({*range(n_atoms)} - {*center}):  # isolated atoms: CHGNet's own message
-        return converter(structure)
     center, neighbor = center.astype(np.int64), neighbor.astype(np.int64)
     edges = _edges(center, neighbor, image, n_atoms)
-    if edges is None:
+    if edges is None or not edges.degree.all():  # isolated atoms: CHGNet's own message
         return converter(structure)
     bond_graph = line_graph(edges, center, distance, converter.bond_graph_cutoff)
     return CrystalGraph(

@@ -30,6 +30,7 @@ from alcampaign.config import (
 )
 from alcampaign.enumeration import EnumerationError, orderings_from_config, read_structure
 from alcampaign.stopping import METRIC_NAMES
+from alcampaign.stores import open_stores
 
 app = typer.Typer(
     add_completion=False,
@@ -107,18 +108,10 @@ class _JobFailures(logging.Handler):
             self.messages.append(message)
 
 
-def _open_stores(store_file: Path | None):
-    from alcampaign.stores import CampaignStores, connect_job_store, load_job_store
-
-    job_store = load_job_store(store_file)
-    connect_job_store(job_store)
-    return job_store, CampaignStores.from_job_store(job_store)
-
-
 def _campaign_or_fail(store_file: Path | None, name: str):
     """Open the stores and read a campaign; exit 2 with a clear message if either fails."""
     try:
-        job_store, stores = _open_stores(store_file)
+        job_store, stores = open_stores(store_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     doc = stores.get_campaign(name)
@@ -361,7 +354,7 @@ def run(
         setup = _manager_setup(manager, store, launchpad, launch, jfr)
         cfg = load_config(config, name=name)
         parent = preflight(cfg)
-        job_store, stores = _open_stores(store)
+        job_store, stores = open_stores(store)
     except (ConfigError, EnumerationError) as exc:
         raise _fail(str(exc)) from None
     if stores.get_campaign(cfg.name) is not None:
@@ -438,7 +431,7 @@ def md(
     try:
         cfg = load_md_config(config, name=name)
         structure = md_preflight(cfg)
-        job_store, stores = _open_stores(store)
+        job_store, stores = open_stores(store)
     except (ConfigError, EnumerationError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if stores.get_campaign(cfg.name) is not None:
@@ -532,7 +525,7 @@ def enumerate_command(
             raise ConfigError(f"structure file {structure} does not exist")
         cfg = CampaignConfig.model_validate(raw)
         parent = preflight(cfg, check_oracles=False)
-        job_store, stores = _open_stores(store)
+        job_store, stores = open_stores(store)
     except ValidationError as err:
         raise _fail(str(ConfigError(format_validation_error(err, "(options)")))) from None
     except (ConfigError, EnumerationError) as exc:
@@ -674,7 +667,7 @@ def report(
     from alcampaign.report import collect, write_report
 
     try:
-        _, stores = _open_stores(store)
+        _, stores = open_stores(store)
         data = collect(stores, name, baseline)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
@@ -841,7 +834,7 @@ def status(
 ) -> None:
     """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
     try:
-        _, stores = _open_stores(store)
+        _, stores = open_stores(store)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if name is None:
@@ -887,7 +880,7 @@ def serve(
     if poll < 0:
         raise _fail(f"--poll {poll}: must be 0 or more")
     try:
-        _, stores = _open_stores(store)
+        _, stores = open_stores(store)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if host not in ("127.0.0.1", "localhost", "::1"):

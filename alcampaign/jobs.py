@@ -45,7 +45,13 @@ from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.enumeration import candidate_id, orderings_from_config
 from alcampaign.features import ClusterVectorFeaturizer
 from alcampaign.stopping import METRIC_NAMES, judge
-from alcampaign.stores import CampaignStores, acquisition_entry, label_document, now
+from alcampaign.stores import (
+    CampaignStores,
+    acquisition_entry,
+    answered_state,
+    label_document,
+    now,
+)
 
 logger = logging.getLogger("alcampaign")
 
@@ -454,9 +460,7 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
             stress=a.get("stress"),
             error="the oracle job produced no energy (it failed)",
         )
-        moved.setdefault(
-            (cheap, "labelled" if label["status"] == "success" else "failed"), []
-        ).append(cid)
+        moved.setdefault((cheap, answered_state(label["status"])), []).append(cid)
         labels.append(label)
     n_new = stores.add_labels(labels)
     for (cheap, state), cids in moved.items():

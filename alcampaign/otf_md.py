@@ -59,7 +59,7 @@ from alcampaign.potential import (
     SoapDescriptor,
     UncertainPotentialCalculator,
 )
-from alcampaign.stores import CampaignStores, label_document, now
+from alcampaign.stores import CampaignStores, answered_state, label_document, now
 
 logger = logging.getLogger("alcampaign")
 
@@ -268,7 +268,7 @@ def ingest_frames(name: str, answers: list[dict]) -> dict:
         info = steps.get(a["candidate_id"], {})
         label.update(kind=FRAME, step=info.get("step"), source=info.get("source"))
         labels.append(label)
-        moved["labelled" if label["status"] == "success" else "failed"].append(a["candidate_id"])
+        moved[answered_state(label["status"])].append(a["candidate_id"])
     n_new = stores.add_labels(labels)
     for state, ids in moved.items():
         stores.set_state(name, ids, state)

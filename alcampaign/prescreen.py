@@ -99,7 +99,7 @@ def chgnet_prescreen(
     if workers == 0:
         workers = max(1, min(_usable_cores(), len(structures) // 16))
     # A model of the caller's reaches forked workers only (spawned ones load their own).
-    shareable = model is None or "fork" in _start_methods()
+    shareable = model is None or _can_fork()
     if workers > 1 and len(structures) > workers and shareable:
         options = (batch_size, forces, relax_steps, threads)
         return _in_processes(structures, model, workers, options)
@@ -172,10 +172,10 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _start_methods() -> list[str]:
+def _can_fork() -> bool:
     import multiprocessing as mp
 
-    return mp.get_all_start_methods()
+    return "fork" in mp.get_all_start_methods()
 
 
 #: The model forked workers use: set by the parent just before it forks them.
@@ -199,7 +199,7 @@ def _in_processes(structures, model, workers: int, options: tuple) -> list[dict]
     size = max(1, min(2 * options[0], len(order) // (4 * workers)))
     tasks = [order[k : k + size] for k in range(0, len(order), size)]
     payloads = [([structures[i].as_dict() for i in t], options) for t in tasks]
-    if "fork" in mp.get_all_start_methods():
+    if _can_fork():
         # fork: the workers share the model loaded here (copy-on-write) and start in
         # milliseconds; spawned ones pay 3-5 s each to import torch and CHGNet. Safe on
         # the CPU because every worker runs torch with its own thread setting

@@ -37,6 +37,18 @@ from monty.json import jsanitize
 from alcampaign.config import ConfigError, embedded_store_spec, read_store_spec, validate_store_spec
 
 CANDIDATE_STATES = ("pool", "acquired", "requested", "labelled", "failed")
+
+
+def question_state(entry: dict) -> str:
+    """A candidate's state while an acquisition entry's question is open."""
+    return "requested" if entry.get("external") else "acquired"
+
+
+def answered_state(status: str | None) -> str:
+    """A candidate's state once its label has this status."""
+    return "labelled" if status == "success" else "failed"
+
+
 BLOCK_ROWS = 5000
 # Serialises lease taking within a process: MongoDB's find_one_and_update is atomic
 # across processes, mongomock's and montydb's are not even across threads.
@@ -462,7 +474,7 @@ class CampaignStores:
             )
             updates.setdefault(a["candidate_id"], {}).update(
                 {
-                    state: "requested" if a["external"] else "acquired",
+                    state: question_state(a),
                     info: {k: a[k] for k in ("iteration", "rule", "score", "time")},
                 }
             )
@@ -494,7 +506,7 @@ class CampaignStores:
             for cheap, fid in ((False, fidelity), (True, cheap_fidelity)):
                 st = d.get("cheap_state" if cheap else "state")
                 if st in ("acquired", "requested") and (d["candidate_id"], fid) in status:
-                    new = "labelled" if status[d["candidate_id"], fid] == "success" else "failed"
+                    new = answered_state(status[d["candidate_id"], fid])
                     moves.setdefault((cheap, new), []).append(d["candidate_id"])
         for (cheap, state), ids in moves.items():
             self.set_state(campaign, ids, state, cheap=cheap)
@@ -586,3 +598,11 @@ def _composition_matrix(docs: Sequence[dict]) -> tuple[np.ndarray, list[str]]:
     elements = sorted({el for d in docs for el in d["composition"]})
     values = np.array([[d["composition"].get(el, 0.0) for el in elements] for d in docs])
     return values.reshape(len(docs), len(elements)), elements
+
+
+def open_stores(store_file: str | Path | None = None) -> tuple[Any, CampaignStores]:
+    """The JobStore of a store file (default: the embedded one), connected and checked
+    with :func:`connect_job_store`, and the campaign collections on it."""
+    job_store = load_job_store(store_file)
+    connect_job_store(job_store)
+    return job_store, CampaignStores.from_job_store(job_store)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from alcampaign.stores import CampaignStores
+from alcampaign.stores import CampaignStores, answered_state, question_state
 
 SORT_KEYS = ("candidate_id", "formula", "n_sites", "state", "chgnet_energy")
 SNAPSHOT_FIELDS = [
@@ -411,14 +411,14 @@ def _overlay(snap: Snapshot, labels: list[dict], acquisitions: list[dict]) -> Ov
     for a in acquisitions:  # in the order asked: the last question wins
         i = snap.pos.get(a["candidate_id"])
         if i is not None:
-            state[i] = "requested" if a.get("external") else "acquired"
+            state[i] = question_state(a)
             acquisition[i] = {k: a.get(k) for k in ("iteration", "rule", "score", "time")}
     by_id = {}
     for lab in labels:
         by_id[lab["candidate_id"]] = lab
         i = snap.pos.get(lab["candidate_id"])
         if i is not None:
-            state[i] = "labelled" if lab.get("status") == "success" else "failed"
+            state[i] = answered_state(lab.get("status"))
     states = sorted({s for s in state if isinstance(s, str)})
     code = {s: k for k, s in enumerate(states)}
     codes = np.array([code.get(s, -1) for s in state], dtype=np.int64)

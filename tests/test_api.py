@@ -20,23 +20,17 @@ from alcampaign.cli import app as cli_app
 from alcampaign.dashboard import posterior
 from alcampaign.readonly import REDACTED, read_only
 from alcampaign.report import collect, hull_table, summary
-from alcampaign.stores import CampaignStores, load_job_store
+from alcampaign.stores import CampaignStores, open_stores
 from alcampaign.surrogate import BayesianLinearRegression
 
 runner = CliRunner()
 DASH = "/api/dashboard/campaigns"
 
 
-def _open(store_file):
-    job_store = load_job_store(store_file)
-    job_store.connect()
-    return CampaignStores.from_job_store(job_store)
-
-
 @pytest.fixture(scope="module")
 def served(stored_campaign):
     store_file, name = stored_campaign
-    stores = _open(store_file)
+    stores = open_stores(store_file)[1]
     return TestClient(create_app(stores)), stores, name, store_file
 
 

@@ -13,7 +13,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -22,19 +21,13 @@ from typer.testing import CliRunner
 
 from alcampaign.api import create_app
 from alcampaign.cli import app as cli_app
-from alcampaign.stores import CampaignStores, load_job_store
+from alcampaign.stores import open_stores
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 20  # seconds, an upper bound on page loads on a busy machine, not a timing check
 
 if os.environ.get("ALCAMPAIGN_SKIP_BROWSER") == "1":
     pytest.skip("ALCAMPAIGN_SKIP_BROWSER=1", allow_module_level=True)
-
-
-def _stores(store_file: Path) -> CampaignStores:
-    job_store = load_job_store(store_file)
-    job_store.connect()
-    return CampaignStores.from_job_store(job_store)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def server(stored_campaign):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(_stores(store_file), poll_seconds=1)
+    app = create_app(open_stores(store_file)[1], poll_seconds=1)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -156,7 +149,7 @@ def test_paging_searching_and_cif_download(server, browser, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     base, store_file, name = server
-    all_ids = sorted(_stores(store_file).candidate_ids(name))
+    all_ids = sorted(open_stores(store_file)[1].candidate_ids(name))
     browser.get(f"{base}/campaign/{name}")
     _wait(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-refreshed"))
     Select(_css(browser, "#per-page")[0]).select_by_visible_text("25")
@@ -189,7 +182,7 @@ def test_paging_searching_and_cif_download(server, browser, tmp_path):
     path = tmp_path / f"{name}_{cid}.cif"
     _wait(browser, lambda d: path.exists() and path.stat().st_size > 0)
     structure = Structure.from_file(path)
-    cand = _stores(store_file).candidate_table(name, ["structure"], {"candidate_id": cid})[0]
+    cand = open_stores(store_file)[1].candidate_table(name, ["structure"], {"candidate_id": cid})[0]
     assert structure.composition == Structure.from_dict(cand["structure"]).composition
 
 
@@ -198,7 +191,7 @@ def test_list_follows_the_store_while_it_changes(server, browser):
     base, store_file, _ = server
     browser.get(base + "/")
     _wait(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-loaded"))
-    writer = _stores(store_file)
+    writer = open_stores(store_file)[1]
     writer.create_campaign("new-arrival", {"system": {"structure": "x/LiCoO2.cif"}})
     try:
         text = _wait(
