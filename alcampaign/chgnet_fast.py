@@ -174,19 +174,40 @@ class FastCHGNet:
         self.bond = [_Gated(c.twoBody_bond, (d, d, d, d)) for c in model.bond_conv_layers]
         self.angle = [_Gated(c.twoBody_bond, (d, d, d, d)) for c in model.angle_layers]
 
+    def _rows(
+        self, gm: _Gated, parts, index, *, scatter=None, n_out=0, weight=None, residual=None
+    ) -> Tensor:
+        """``gate(first(sum of gathered parts)) [* weight]``, summed into ``n_out`` rows
+        by ``scatter`` or plus a residual: the fused kernels when they are loaded, else
+        the same maths in torch (equal to float32 rounding).
+
+        ``index[k]`` picks the rows of ``parts[k]``; ``None`` takes it row by row.
+        """
+        if self.lib:
+            n = len(next(i for i in index if i is not None))
+            spec = fused_rows.Rows(self.lib, gm, n, tuple(index), scatter, n_out)
+            return fused_rows.gated_rows(spec, parts, weight=weight, residual=residual)
+        # the gathered parts first: an in-place sum must not start on a part itself
+        gathered = [_take(x, i) for x, i in zip(parts, index, strict=True) if i is not None]
+        h = gathered[0]
+        for x in gathered[1:]:
+            h += x
+        for x, i in zip(parts, index, strict=True):
+            if i is None:
+                h += x
+        out = gm.finish(h)
+        if weight is not None:
+            out = out * weight
+        if scatter is not None:
+            return _index_add(out, scatter, n_out)
+        return out if residual is None else out + residual
+
     def _atom_conv(self, i, atom, bond, bond_w, edges: tuple[Tensor, ...]) -> Tensor:
         layer, gm = self.model.atom_conv_layers[i], self.atom[i]
         src, dst, d2u = edges
         # CHGNet's order: cat([center atom, bond, neighbour atom])
         parts = [gm.part(bond, 1, bias=True), gm.part(atom, 0), gm.part(atom, 2)]
-        if self.lib:
-            rows = fused_rows.Rows(self.lib, gm, len(src), (d2u, src, dst), src, len(atom))
-            summed = fused_rows.gated_rows(rows, parts, weight=bond_w)
-        else:
-            h = _take(parts[0], d2u)
-            h += _take(parts[1], src)
-            h += _take(parts[2], dst)
-            summed = _index_add(gm.finish(h) * bond_w, src, len(atom))
+        summed = self._rows(gm, parts, (d2u, src, dst), scatter=src, n_out=len(atom), weight=bond_w)
         return layer.mlp_out(summed) + atom
 
     @staticmethod
@@ -203,32 +224,18 @@ class FastCHGNet:
         arms = arms + _take(gm.part(atom, 3), rows.arm_atom)
         return [angle @ gm.w[2], arms, gm.part(near, 1)]
 
-    @staticmethod
-    def _angle_sum(parts: list[Tensor], rows: _AngleRows) -> Tensor:
-        h = _take(parts[1], rows.arm)
-        h += _take(parts[2], rows.j)
-        return h.add_(parts[0])
-
     def _bond_conv(self, i, atom, bond, pair_w, angle, rows: _AngleRows) -> Tensor:
         layer, gm = self.model.bond_conv_layers[i], self.bond[i]
         parts = self._angle_parts(gm, atom, bond, angle, rows)
-        if self.lib:
-            spec = fused_rows.Rows(
-                self.lib, gm, len(angle), (None, rows.arm, rows.j), rows.i, len(bond)
-            )
-            summed = fused_rows.gated_rows(spec, parts, weight=pair_w)
-        else:
-            update = gm.finish(self._angle_sum(parts, rows)) * pair_w
-            summed = _index_add(update, rows.i, len(bond))
+        summed = self._rows(
+            gm, parts, (None, rows.arm, rows.j), scatter=rows.i, n_out=len(bond), weight=pair_w
+        )
         return layer.mlp_out(summed) + bond
 
     def _angle_update(self, i, atom, bond, angle, rows: _AngleRows) -> Tensor:
         gm = self.angle[i]
         parts = self._angle_parts(gm, atom, bond, angle, rows)
-        if self.lib:
-            spec = fused_rows.Rows(self.lib, gm, len(angle), (None, rows.arm, rows.j))
-            return fused_rows.gated_rows(spec, parts, residual=angle)
-        return gm.finish(self._angle_sum(parts, rows)) + angle
+        return self._rows(gm, parts, (None, rows.arm, rows.j), residual=angle)
 
     def compute(self, g, magmom: bool = True) -> dict:
         """Total energies, magmoms and crystal features of a ``BatchedGraph``."""
