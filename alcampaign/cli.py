@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from alcampaign.campaign.preflight import preflight
+from alcampaign.campaign.status import status_record
 from alcampaign.config import (
     EXTERNAL,
     CampaignConfig,
@@ -28,9 +30,11 @@ from alcampaign.config import (
     format_validation_error,
     load_config,
 )
-from alcampaign.enumeration import EnumerationError, orderings_from_config, read_structure
-from alcampaign.stopping import METRIC_NAMES
-from alcampaign.stores import open_stores
+from alcampaign.store.facade import open_stores
+from alcampaign.structures.enumeration import (
+    EnumerationError,
+    read_structure,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -120,33 +124,6 @@ def _campaign_or_fail(store_file: Path | None, name: str):
     return job_store, stores, doc
 
 
-def preflight(config: CampaignConfig, check_oracles: bool = True):
-    """Check everything that can be checked before anything is written.
-
-    Parses the structure file, enumerates (with every filter and cap), imports the
-    oracle Makers and checks that the oracles and CHGNet know every element. Returns
-    the parent structure as read. Raises ConfigError or EnumerationError.
-    """
-    from alcampaign.jobs import check_oracle_elements, import_maker
-
-    parent = read_structure(config.system.structure)
-    _, orderings = orderings_from_config(config, parent)
-    elements = sorted({el.symbol for o in orderings for el in o.structure.composition})
-    fidelities = [config.oracle, *([config.oracle.cheap] if config.oracle.cheap else [])]
-    for fid in fidelities if check_oracles else []:
-        if fid.maker == EXTERNAL:
-            continue
-        check_oracle_elements(import_maker(fid.maker, fid.kwargs), elements)
-    if config.prescreen.enabled:
-        from alcampaign.prescreen import check_elements, load_chgnet
-
-        try:
-            check_elements(elements, load_chgnet())
-        except ValueError as exc:
-            raise ConfigError(f"prescreen: {exc}; set prescreen.enabled: false") from None
-    return parent
-
-
 def execute(flow, job_store, name: str, stores, runner=None) -> dict:
     """Run a campaign flow with ``run_locally`` and return the campaign document.
 
@@ -184,23 +161,6 @@ def execute(flow, job_store, name: str, stores, runner=None) -> dict:
     for message in failures.messages:
         err_console.print(message, highlight=False, markup=False)
     return stores.get_campaign(name)
-
-
-def status_record(doc: dict) -> dict:
-    """The ``status --json`` object of a campaign document."""
-    metrics = doc.get("metrics") or {}
-    return {
-        "name": doc["name"],
-        "state": doc.get("state"),
-        "iteration": doc.get("iteration", 0),
-        "n_oracle_calls": doc.get("n_oracle_calls", 0),
-        "stop_reason": doc.get("stop_reason"),
-        "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
-        "criteria": doc.get("criteria") or [],
-        "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
-        "prescreen": doc.get("prescreen"),
-        "updated_at": doc.get("updated_at"),
-    }
 
 
 def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> Table:
@@ -267,7 +227,7 @@ def _manager_setup(
     manager: str, store: Path | None, launchpad: Path | None, launch: bool, jfr: dict
 ) -> dict:
     """Check the manager options and open what the manager needs (raises ConfigError)."""
-    from alcampaign.managers import MANAGERS, load_launchpad, read_store_template
+    from alcampaign.campaign.managers import MANAGERS, load_launchpad, read_store_template
 
     if manager not in MANAGERS:
         raise ConfigError(f"--manager {manager!r}: choose one of {', '.join(MANAGERS)}")
@@ -292,7 +252,7 @@ def _manager_setup(
 
 def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, store, jfr) -> None:
     """Run or submit a campaign flow with the chosen manager and report."""
-    from alcampaign import managers
+    from alcampaign.campaign import managers
 
     where = f" --store {store}" if store else ""
     if manager == "local":
@@ -347,7 +307,7 @@ def run(
     worker_store: WorkerStoreOption = None,
 ) -> None:
     """Run a campaign to its stopping rule (here with run_locally, or through a manager)."""
-    from alcampaign.flows import campaign_flow
+    from alcampaign.campaign.flows import campaign_flow
 
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
@@ -370,8 +330,8 @@ def run(
 def md_preflight(cfg) -> Structure:
     """Check an on-the-fly MD config before anything is written: the structure reads, the
     oracle Maker imports and knows the elements, and the descriptors accept them."""
-    from alcampaign.jobs import check_oracle_elements, import_maker
-    from alcampaign.otf_md import initial_atoms, new_potential
+    from alcampaign.campaign.jobs import check_oracle_elements, import_maker
+    from alcampaign.campaign.otf_md import initial_atoms, new_potential
 
     structure = read_structure(cfg.system.structure)
     if not structure.is_ordered:
@@ -425,8 +385,8 @@ def md(
     name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
 ) -> None:
     """Run on-the-fly MD (the oracle is called where the potential is unsure) to its end."""
-    from alcampaign.md_config import load_md_config
-    from alcampaign.otf_md import md_flow
+    from alcampaign.campaign.otf_md import md_flow
+    from alcampaign.md.config import load_md_config
 
     try:
         cfg = load_md_config(config, name=name)
@@ -489,7 +449,7 @@ def enumerate_command(
 
     Prints the number of structures and the CHGNet energy range and mean (eV/atom).
     """
-    from alcampaign.flows import enumeration_flow
+    from alcampaign.campaign.flows import enumeration_flow
 
     try:
         occupancies = {
@@ -560,7 +520,7 @@ def export(
     store: StoreOption = None,
 ) -> None:
     """Write the questions waiting for an external oracle, with a manifest."""
-    from alcampaign.answers import FORMATS, export_requests
+    from alcampaign.campaign.external import FORMATS, export_requests
 
     if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -587,8 +547,8 @@ def ingest(
     A file with any wrong answer is rejected whole, with an error naming it; answers
     already stored are skipped (ingesting twice changes nothing).
     """
-    from alcampaign.answers import AnswerError, check_answer, read_answers
-    from alcampaign.stores import label_document
+    from alcampaign.campaign.external import AnswerError, check_answer, read_answers
+    from alcampaign.store.facade import label_document
 
     _, stores, doc = _campaign_or_fail(store, name)
     config = CampaignConfig.model_validate(doc["config"])
@@ -664,7 +624,7 @@ def report(
     store: StoreOption = None,
 ) -> None:
     """Plots and one self-contained HTML page of what a campaign learned and spent."""
-    from alcampaign.report import collect, write_report
+    from alcampaign.report.build import collect, write_report
 
     try:
         _, stores = open_stores(store)
@@ -701,7 +661,7 @@ def query(
     import csv
     import io
 
-    from alcampaign.stores import CANDIDATE_STATES
+    from alcampaign.store.facade import CANDIDATE_STATES
 
     if fmt not in ("table", "json", "csv"):
         raise _fail(f"--format {fmt!r}: choose table, json or csv")
@@ -794,7 +754,7 @@ def resume(
     worker_store: WorkerStoreOption = None,
 ) -> None:
     """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
-    from alcampaign.flows import resume_flow
+    from alcampaign.campaign.flows import resume_flow
 
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
@@ -804,7 +764,7 @@ def resume(
     setup["launch"] = launch
     job_store, stores, doc = _campaign_or_fail(store, name)
     if doc.get("kind") == "otf_md":
-        from alcampaign.otf_md import md_resume_flow
+        from alcampaign.campaign.otf_md import md_resume_flow
 
         if doc["state"] != "running":
             console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
@@ -873,7 +833,7 @@ def serve(
     """Serve the read-only web dashboard and HTTP API over the campaign stores."""
     import uvicorn
 
-    from alcampaign.api import create_app
+    from alcampaign.serve.api import create_app
 
     if not 0 < port < 65536:
         raise _fail(f"--port {port}: choose 1 to 65535")

@@ -478,7 +478,7 @@ def embedded_store_spec(home: Path | None = None) -> dict:
 
 
 def stopping_thresholds(config: CampaignConfig):
-    """The :class:`~alcampaign.stopping.StoppingThresholds` of a config."""
-    from alcampaign.stopping import StoppingThresholds
+    """The :class:`~alcampaign.science.stopping.StoppingThresholds` of a config."""
+    from alcampaign.science.stopping import StoppingThresholds
 
     return StoppingThresholds(**config.stopping.model_dump(exclude={"cv_folds"}))

@@ -23,8 +23,8 @@ CUTOFFS = [6.0, 4.5]
 
 def orderings():
     """Parent, orderings and cluster vectors of the demo's Cu-Au pool."""
-    from alcampaign.enumeration import enumerate_orderings, load_parent
-    from alcampaign.features import ClusterVectorFeaturizer
+    from alcampaign.science.features import ClusterVectorFeaturizer
+    from alcampaign.structures.enumeration import enumerate_orderings, load_parent
 
     parent = load_parent(ROOT / "examples" / "cuau_fcc.cif")
     found = enumerate_orderings(parent, 1, 8)
@@ -39,8 +39,8 @@ def compute() -> dict:
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from alcampaign.enumeration import candidate_id
-    from alcampaign.prescreen import chgnet_prescreen
+    from alcampaign.chgnet.prescreen import chgnet_prescreen
+    from alcampaign.structures.enumeration import candidate_id
 
     t0 = time.perf_counter()
     _, found, feat = orderings()

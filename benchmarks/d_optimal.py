@@ -3,7 +3,7 @@
 Selects k = 64 of N = 100,000 candidates with d = 128 features (the issue's target:
 rank-one under 1 s and >= 100x faster than naive), comparing in one run:
 
-* ``rank_one``: :func:`alcampaign.acquisition.greedy_d_optimal`, a rank-one update of
+* ``rank_one``: :func:`alcampaign.science.acquisition.greedy_d_optimal`, a rank-one update of
   every candidate's predictive variance per pick, O(N d) a pick;
 * ``recompute_scores``: the posterior covariance updated by Sherman-Morrison, but every
   candidate's variance recomputed from it at every pick, O(N d^2) a pick;
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from alcampaign.acquisition import batch_information, greedy_d_optimal
+from alcampaign.science.acquisition import batch_information, greedy_d_optimal
 
 
 def recompute_scores(X, sigma, noise, k):

@@ -67,7 +67,7 @@ def _fill(stores, n: int, energy_block: bool = True) -> float:
     time, far slower at this size), a model of iteration 1, no labels yet.
     ``energy_block=False``: no prescreen energy block (as stored by older versions),
     so the server must scan the candidates once."""
-    from alcampaign.stores import now
+    from alcampaign.store.facade import now
 
     rng = np.random.default_rng(0)
     stores.create_campaign(
@@ -106,7 +106,7 @@ def _fill(stores, n: int, energy_block: bool = True) -> float:
 
 def _label(stores, cid: str) -> None:
     """A new answer and its state, as ingest stores them."""
-    from alcampaign.stores import now
+    from alcampaign.store.facade import now
 
     stores.add_labels(
         [
@@ -162,9 +162,9 @@ def _time(client, stores, n: int) -> dict:
 def main(sizes=(10_000, 100_000), backends: tuple[str, ...] = ("monty", "monty-scan")) -> dict:
     from fastapi.testclient import TestClient
 
-    from alcampaign.api import create_app
     from alcampaign.config import embedded_store_spec
-    from alcampaign.stores import CampaignStores, job_store_from_spec, load_job_store
+    from alcampaign.serve.api import create_app
+    from alcampaign.store.facade import CampaignStores, job_store_from_spec, load_job_store
 
     results: dict = {"per_page": 50, "seconds": {}}
     for n in sizes:

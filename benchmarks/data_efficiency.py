@@ -2,7 +2,7 @@
 
 Every one of the 631 orderings was labelled once (``benchmarks/cuau_pool.py``); each
 rule then replays campaigns against that table from several random starts, using the
-same code as the controller (:mod:`alcampaign.learning`). For each run it records the
+same code as the controller (:mod:`alcampaign.science.learning`). For each run it records the
 dear-oracle calls (and cost) needed
 
 * to reach a true RMSE of 5 meV/atom over the *whole* pool (every label is known
@@ -26,9 +26,9 @@ import time
 import numpy as np
 from cuau_pool import load, orderings
 
-from alcampaign.acquisition import hull_energies
 from alcampaign.config import CampaignConfig
-from alcampaign.learning import TrainingData, fit_and_validate, select
+from alcampaign.science.acquisition import hull_energies
+from alcampaign.science.learning import TrainingData, fit_and_validate, select
 
 RULES = [
     "random",
@@ -42,7 +42,7 @@ RULES = [
 
 def cluster_vectors(cutoffs: list[float]) -> np.ndarray:
     """Cluster vectors of the pool's orderings (same order as the cached table)."""
-    from alcampaign.features import ClusterVectorFeaturizer
+    from alcampaign.science.features import ClusterVectorFeaturizer
 
     parent, found, _ = orderings()
     feat = ClusterVectorFeaturizer(parent.atoms, parent.chemical_symbols, cutoffs)

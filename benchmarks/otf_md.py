@@ -30,11 +30,11 @@ from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from alcampaign.md import energy_drift, temperature_at
-from alcampaign.md_config import load_md_config
-from alcampaign.otf_md import initial_atoms, load_potential, md_flow, new_potential
-from alcampaign.potential import Frame, UncertainPotentialCalculator
-from alcampaign.stores import CampaignStores, connect_job_store, load_job_store
+from alcampaign.campaign.otf_md import initial_atoms, load_potential, md_flow, new_potential
+from alcampaign.md.config import load_md_config
+from alcampaign.md.dynamics import energy_drift, temperature_at
+from alcampaign.md.potential import Frame, UncertainPotentialCalculator
+from alcampaign.store.facade import CampaignStores, connect_job_store, load_job_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "cu_otf_md.yaml"

@@ -6,9 +6,9 @@ variant but the energies-only ones gives energy, forces, stress and magmoms:
 * ``loop``: ``model.predict_structure(s)`` per structure (default task ``efsm``), torch's
   default threads, as a plain script would;
 * ``loop_one_thread``: the same with one torch thread;
-* ``ours``: :func:`alcampaign.prescreen.chgnet_prescreen` as the prescreen job calls
+* ``ours``: :func:`alcampaign.chgnet.prescreen.chgnet_prescreen` as the prescreen job calls
   it, with forces and stress, plus the crystal embedding: graphs once,
-  :mod:`alcampaign.chgnet_fast` in batches of 4, one torch thread per process and one
+  :mod:`alcampaign.chgnet.fast` in batches of 4, one torch thread per process and one
   forked worker process per core (the default ``workers=0``);
 * ``ours_one_process``: the same in this process only (``workers=1``);
 * ``ours_two_threads``: the same with two torch threads in this process;
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def structures(n: int):
     """Li0.5CoO2 orderings from the shipped layered-oxide CIF (7-28 atoms)."""
-    from alcampaign.enumeration import enumerate_orderings, load_parent
+    from alcampaign.structures.enumeration import enumerate_orderings, load_parent
 
     parent = load_parent(ROOT / "examples" / "li05coo2_layered.cif")
     found = enumerate_orderings(parent, 1, 8, concentrations={"Li": 0.5})
@@ -57,7 +57,7 @@ def run_once(ss, model, default_threads: int) -> dict[str, float]:
     """Structures per second of each variant."""
     import torch
 
-    from alcampaign.prescreen import chgnet_prescreen
+    from alcampaign.chgnet.prescreen import chgnet_prescreen
 
     rate = {}
     torch.set_num_threads(default_threads)
@@ -88,7 +88,7 @@ def batched_default(ss, model) -> float:
 def main() -> None:
     import torch
 
-    from alcampaign.prescreen import load_chgnet
+    from alcampaign.chgnet.prescreen import load_chgnet
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=128)
@@ -97,7 +97,7 @@ def main() -> None:
     ss = structures(args.n)
     model = load_chgnet()
     default_threads = torch.get_num_threads()
-    from alcampaign.prescreen import chgnet_prescreen
+    from alcampaign.chgnet.prescreen import chgnet_prescreen
 
     # Warm-up of both paths, as each runs: torch's first call; our kernels' build (~1 s,
     # once per machine: cached under ~/.cache/alcampaign) and a first pool of workers.

@@ -51,7 +51,7 @@ def _candidate(i: int, d: int, rng) -> dict:
 
 def _stores(kind: str, home: Path):
     from alcampaign.config import embedded_store_spec
-    from alcampaign.stores import CampaignStores, job_store_from_spec, load_job_store
+    from alcampaign.store.facade import CampaignStores, job_store_from_spec, load_job_store
 
     root = Path(__file__).resolve().parents[1]
     js = (
@@ -64,7 +64,7 @@ def _stores(kind: str, home: Path):
 
 
 def backends(n: int, d: int = 16) -> dict:
-    from alcampaign.stores import acquisition_entry
+    from alcampaign.store.facade import acquisition_entry
 
     rng = np.random.default_rng(0)
     docs = [_candidate(i, d, rng) for i in range(n)]
@@ -120,7 +120,7 @@ def backends(n: int, d: int = 16) -> dict:
 
 def controller_time(n: int, d: int = 16) -> dict:
     """Seconds for one controller decision with n candidates in the embedded store."""
-    from alcampaign.jobs import controller
+    from alcampaign.campaign.jobs import controller
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:

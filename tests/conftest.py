@@ -61,7 +61,7 @@ def alc_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def memory_store():
     """A connected in-memory JobStore with every campaign collection."""
-    from alcampaign.stores import load_job_store
+    from alcampaign.store.facade import load_job_store
 
     store = load_job_store(STORES / "memory.yaml")
     store.connect()
@@ -75,10 +75,10 @@ def stored_campaign(tmp_path_factory):
     a fixed-cell EMT relaxation, so the run takes seconds."""
     from jobflow import run_locally
 
+    from alcampaign.campaign.flows import campaign_flow
     from alcampaign.config import embedded_store_spec, load_config
-    from alcampaign.enumeration import read_structure
-    from alcampaign.flows import campaign_flow
-    from alcampaign.stores import job_store_from_spec
+    from alcampaign.store.facade import job_store_from_spec
+    from alcampaign.structures.enumeration import read_structure
 
     root = tmp_path_factory.mktemp("served")
     spec = embedded_store_spec(root / "home")

@@ -39,8 +39,9 @@ def _arm(owner, attr: str, nth: int, after: bool) -> None:
 def arm(point: str, nth: int) -> None:
     from ase.calculators.emt import EMT
 
-    from alcampaign import jobs, learning
-    from alcampaign.stores import CampaignStores
+    from alcampaign.campaign import jobs
+    from alcampaign.science import learning
+    from alcampaign.store.facade import CampaignStores
 
     points = {
         # the controller recorded its decision and questions (1st call: initial design)

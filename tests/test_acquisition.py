@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from alcampaign.acquisition import (
+from alcampaign.science.acquisition import (
     CostAware,
     DOptimal,
     LowerConfidenceBound,
@@ -21,7 +21,7 @@ from alcampaign.acquisition import (
     multi_fidelity_rows,
     mutual_information,
 )
-from alcampaign.surrogate import BayesianLinearRegression, Prediction
+from alcampaign.science.surrogate import BayesianLinearRegression, Prediction
 
 
 def _pool(var, ale=0.1):

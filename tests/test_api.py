@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from pymatgen.core import Structure
 from typer.testing import CliRunner
 
-from alcampaign.api import create_app
 from alcampaign.cli import app as cli_app
-from alcampaign.dashboard import posterior
-from alcampaign.readonly import REDACTED, read_only
-from alcampaign.report import collect, hull_table, summary
-from alcampaign.stores import CampaignStores, open_stores
-from alcampaign.surrogate import BayesianLinearRegression
+from alcampaign.report.build import collect, hull_table, summary
+from alcampaign.science.surrogate import BayesianLinearRegression
+from alcampaign.serve.api import create_app
+from alcampaign.serve.dashboard import posterior
+from alcampaign.store.facade import CampaignStores, open_stores
+from alcampaign.store.readonly import REDACTED, read_only
 
 runner = CliRunner()
 DASH = "/api/dashboard/campaigns"
@@ -261,7 +261,7 @@ def test_credentials_are_never_served(memory_stores):
 
 def test_paging_a_big_collection(memory_stores):
     """5,000 synthetic candidates in a MemoryStore (100,000 in benchmarks/)."""
-    from alcampaign.stores import CANDIDATE_STATES
+    from alcampaign.store.facade import CANDIDATE_STATES
 
     n = 5000
     rng = np.random.default_rng(0)
@@ -311,7 +311,7 @@ def test_pages_reflect_new_labels(served, memory_stores):
     pool = client.get(f"{DASH}/{name}/candidates", params={"state": "pool"}).json()
     cid = pool["rows"][0]["candidate_id"]
     n_labelled = client.get(f"{DASH}/{name}/candidates", params={"state": "labelled"}).json()
-    from alcampaign.stores import label_document
+    from alcampaign.store.facade import label_document
 
     struct = Structure.from_dict(memory_stores.candidate_table(name, ["structure"])[0]["structure"])
     memory_stores.add_labels(

@@ -15,11 +15,11 @@ from jobflow import run_locally
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from alcampaign.campaign.flows import campaign_flow, resume_flow
 from alcampaign.config import embedded_store_spec, load_config
-from alcampaign.enumeration import read_structure
-from alcampaign.flows import campaign_flow, resume_flow
-from alcampaign.stores import CampaignStores, job_store_from_spec
-from alcampaign.surrogate import BayesianLinearRegression
+from alcampaign.science.surrogate import BayesianLinearRegression
+from alcampaign.store.facade import CampaignStores, job_store_from_spec
+from alcampaign.structures.enumeration import read_structure
 
 from conftest import small_config_dict
 

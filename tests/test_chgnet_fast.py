@@ -1,4 +1,4 @@
-"""The split CHGNet pass (alcampaign.chgnet_fast) against CHGNet's own predict_structure.
+"""The split CHGNet pass (alcampaign.chgnet.fast) against CHGNet's own predict_structure.
 
 It reuses CHGNet's private pieces (BatchedGraph, the layers' weights), so these tests
 pin its energies, forces, stress, magmoms and crystal features to CHGNet's public
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from alcampaign.chgnet_fast import FastCHGNet, crystal_graph, predict_graphs, supports
-from alcampaign.prescreen import chgnet_prescreen, load_chgnet
+from alcampaign.chgnet.fast import FastCHGNet, crystal_graph, predict_graphs, supports
+from alcampaign.chgnet.prescreen import chgnet_prescreen, load_chgnet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def structures():
-    from alcampaign.enumeration import enumerate_orderings, load_parent
+    from alcampaign.structures.enumeration import enumerate_orderings, load_parent
 
     parent = load_parent(ROOT / "examples" / "li05coo2_layered.cif")
     found = [o.structure for o in enumerate_orderings(parent, 1, 4, concentrations={"Li": 0.5})]

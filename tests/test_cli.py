@@ -251,7 +251,7 @@ def test_status_and_resume_of_unknown_campaign(alc_home):
 
 
 def test_enumerate_prints_and_stores(alc_home):
-    from alcampaign.stores import CampaignStores, load_job_store
+    from alcampaign.store.facade import CampaignStores, load_job_store
 
     result = runner.invoke(
         app,
@@ -313,14 +313,14 @@ def test_enumerate_bad_inputs_write_nothing(alc_home, tmp_path):
 
 def test_vasp_config_builds_relaxation_jobs(write_config):
     """The production config: validated, enumerated and its VASP jobs built (not run)."""
-    from alcampaign.cli import preflight
+    from alcampaign.campaign.jobs import import_maker
+    from alcampaign.campaign.preflight import preflight
     from alcampaign.config import load_config
-    from alcampaign.jobs import import_maker
 
     cfg = load_config(EXAMPLES / "li05coo2_vasp.yaml")
     parent = preflight(cfg)
     maker = import_maker(cfg.oracle.maker, cfg.oracle.kwargs)
-    from alcampaign.enumeration import orderings_from_config
+    from alcampaign.structures.enumeration import orderings_from_config
 
     _, orderings = orderings_from_config(cfg, parent)
     job = maker.make(orderings[0].structure)

@@ -94,7 +94,7 @@ def test_store_spec_missing_collection(tmp_path):
 
 
 def test_shipped_examples_are_valid():
-    from alcampaign.md_config import load_md_config
+    from alcampaign.md.config import load_md_config
 
     from conftest import EXAMPLES
 

@@ -19,9 +19,9 @@ import uvicorn
 from pymatgen.core import Structure
 from typer.testing import CliRunner
 
-from alcampaign.api import create_app
 from alcampaign.cli import app as cli_app
-from alcampaign.stores import open_stores
+from alcampaign.serve.api import create_app
+from alcampaign.store.facade import open_stores
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 20  # seconds, an upper bound on page loads on a busy machine, not a timing check

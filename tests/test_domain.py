@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis
 
-from alcampaign.domain import ApplicabilityDomain
+from alcampaign.science.domain import ApplicabilityDomain
 
 
 def test_leverage_equals_hat_matrix_diagonal():

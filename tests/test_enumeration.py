@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from alcampaign.enumeration import (
+from alcampaign.science.features import ClusterVectorFeaturizer
+from alcampaign.structures.enumeration import (
     EnumerationError,
     candidate_id,
     enumerate_orderings,
     load_parent,
     make_parent,
 )
-from alcampaign.features import ClusterVectorFeaturizer
 
 from conftest import EXAMPLES
 
@@ -81,7 +81,7 @@ def test_cluster_vectors():
 
 
 def test_layered_oxide_li_vacancy_counts_and_filters():
-    from alcampaign.enumeration import apply_occupancies
+    from alcampaign.structures.enumeration import apply_occupancies
 
     parent = load_parent(EXAMPLES / "li05coo2_layered.cif")
     assert len(parent.structure) == 4 and parent.chemical_symbols[0] == ["Li", "X"]
@@ -153,7 +153,7 @@ def test_enumlib_backend_matches_icet_counts():
 
 
 def test_resolve_backend():
-    from alcampaign.enumeration import resolve_backend
+    from alcampaign.structures.enumeration import resolve_backend
 
     oxide = load_parent(EXAMPLES / "li05coo2_layered.cif")
     assert resolve_backend("auto", oxide) == "icet"  # vacancies: icet whatever is installed

@@ -13,9 +13,9 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from typer.testing import CliRunner
 
-from alcampaign.answers import Answer, AnswerError, check_answer, read_answers
+from alcampaign.campaign.external import Answer, AnswerError, check_answer, read_answers
 from alcampaign.cli import app
-from alcampaign.stores import CampaignStores, load_job_store
+from alcampaign.store.facade import CampaignStores, load_job_store
 
 from conftest import small_config_dict
 
@@ -192,7 +192,7 @@ def test_wrong_answers_are_rejected_and_nothing_is_stored(alc_home, write_config
 
 
 def test_check_answer_structure_match():
-    from alcampaign.enumeration import enumerate_orderings, load_parent
+    from alcampaign.structures.enumeration import enumerate_orderings, load_parent
 
     from conftest import EXAMPLES
 

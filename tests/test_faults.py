@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from alcampaign.config import embedded_store_spec
-from alcampaign.stores import CampaignStores, job_store_from_spec
+from alcampaign.store.facade import CampaignStores, job_store_from_spec
 
 from conftest import small_config_dict
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from alcampaign.features import RadialPairFeaturizer
-from alcampaign.surrogate import BayesianLinearRegression
+from alcampaign.science.features import RadialPairFeaturizer
+from alcampaign.science.surrogate import BayesianLinearRegression
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The fused row kernels (alcampaign.fused_rows) against the same maths in torch.
+"""The fused row kernels (alcampaign.chgnet.fused_rows) against the same maths in torch.
 
 Each configuration the CHGNet pass uses is checked, values and gradients: atom
 convolution (three gathered sources, second layers, weight, scatter into atoms), bond
@@ -9,9 +9,9 @@ bonds) and angle update (no second layers, a residual, one output per row).
 import pytest
 import torch
 
-from alcampaign import fused_rows
-from alcampaign.chgnet_fast import FastCHGNet
-from alcampaign.prescreen import load_chgnet
+from alcampaign.chgnet import fused_rows
+from alcampaign.chgnet.fast import FastCHGNet
+from alcampaign.chgnet.prescreen import load_chgnet
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from alcampaign import jobs
-from alcampaign.stores import CampaignStores
+from alcampaign.campaign import jobs
+from alcampaign.store.facade import CampaignStores
 
 CONFIG = {
     "name": "lease",

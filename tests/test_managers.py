@@ -20,16 +20,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from alcampaign.cli import app
-from alcampaign.config import ConfigError, load_config
-from alcampaign.enumeration import read_structure
-from alcampaign.flows import campaign_flow
-from alcampaign.managers import (
+from alcampaign.campaign.flows import campaign_flow
+from alcampaign.campaign.managers import (
     PortableJobStore,
     campaign_job_store,
     read_store_template,
 )
-from alcampaign.stores import CampaignStores, load_job_store
+from alcampaign.cli import app
+from alcampaign.config import ConfigError, load_config
+from alcampaign.store.facade import CampaignStores, load_job_store
+from alcampaign.structures.enumeration import read_structure
 
 from conftest import ROOT, STORES, small_config_dict
 

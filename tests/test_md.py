@@ -5,7 +5,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from alcampaign.md import (
+from alcampaign.md.dynamics import (
     TimestepPolicy,
     TriggerLimits,
     energy_drift,

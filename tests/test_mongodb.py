@@ -13,11 +13,11 @@ import pytest
 from jobflow import run_locally
 from typer.testing import CliRunner
 
+from alcampaign.campaign.flows import campaign_flow
 from alcampaign.cli import app
 from alcampaign.config import load_config
-from alcampaign.enumeration import read_structure
-from alcampaign.flows import campaign_flow
-from alcampaign.stores import CampaignStores, load_job_store
+from alcampaign.store.facade import CampaignStores, load_job_store
+from alcampaign.structures.enumeration import read_structure
 
 from conftest import STORES, small_config_dict
 

@@ -8,11 +8,11 @@ from jobflow import run_locally
 from pymatgen.core import Structure
 from typer.testing import CliRunner
 
+from alcampaign.campaign.otf_md import FRAME, md_flow, md_resume_flow
 from alcampaign.cli import app
-from alcampaign.md import temperature_at
-from alcampaign.md_config import MDCampaignConfig
-from alcampaign.otf_md import FRAME, md_flow, md_resume_flow
-from alcampaign.stores import CampaignStores
+from alcampaign.md.config import MDCampaignConfig
+from alcampaign.md.dynamics import temperature_at
+from alcampaign.store.facade import CampaignStores
 
 import oracles
 from conftest import EXAMPLES

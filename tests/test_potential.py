@@ -6,8 +6,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 
-from alcampaign.features import RadialPairFeaturizer
-from alcampaign.potential import (
+from alcampaign.md.potential import (
     Cluster,
     EnvironmentDescriptor,
     EnvironmentDomain,
@@ -16,6 +15,7 @@ from alcampaign.potential import (
     SoapDescriptor,
     UncertainPotentialCalculator,
 )
+from alcampaign.science.features import RadialPairFeaturizer
 
 
 def cell(seed=0, rattle=0.05):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from alcampaign.prescreen import chgnet_prescreen, load_chgnet
+from alcampaign.chgnet.prescreen import chgnet_prescreen, load_chgnet
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_relaxation_and_worker_processes(model):
 
 
 def test_unknown_element_is_refused(model):
-    from alcampaign.prescreen import check_elements
+    from alcampaign.chgnet.prescreen import check_elements
 
     check_elements(["Li", "Co", "O"], model)
     with pytest.raises(ValueError, match="Og"):

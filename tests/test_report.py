@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alcampaign.cli import app
-from alcampaign.report import calibration_curve
+from alcampaign.report.build import calibration_curve
 
 from conftest import small_config_dict
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alcampaign.stopping import (
+from alcampaign.science.stopping import (
     StoppingThresholds,
     cross_validate,
     expected_calibration_error,
@@ -12,7 +12,7 @@ from alcampaign.stopping import (
     plateau_gain,
     validation_metrics,
 )
-from alcampaign.surrogate import BayesianLinearRegression, Prediction
+from alcampaign.science.surrogate import BayesianLinearRegression, Prediction
 
 
 def test_ece_calibrated_and_overconfident():

@@ -3,7 +3,7 @@
 import pytest
 
 from alcampaign.config import embedded_store_spec
-from alcampaign.stores import CampaignStores, acquisition_entry, job_store_from_spec
+from alcampaign.store.facade import CampaignStores, acquisition_entry, job_store_from_spec
 
 
 @pytest.fixture(params=["memory", "monty"])
@@ -45,7 +45,7 @@ def test_candidates_inserted_once_and_read_as_block(stores):
 
 
 def test_blocks_are_chunked_sorted_and_aligned(stores, monkeypatch):
-    import alcampaign.stores as mod
+    import alcampaign.store.facade as mod
 
     monkeypatch.setattr(mod, "BLOCK_ROWS", 3)
     docs = [

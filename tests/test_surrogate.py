@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from alcampaign.surrogate import BayesianLinearRegression, make_surrogate
+from alcampaign.science.surrogate import BayesianLinearRegression, make_surrogate
 
 
 def _problem(n=30, d=6, seed=0, noise=0.05):
@@ -128,7 +128,7 @@ def test_incremental_update_equals_refit(center):
 
 
 def test_chol_update():
-    from alcampaign.surrogate import chol_update
+    from alcampaign.science.surrogate import chol_update
 
     rng = np.random.default_rng(0)
     M = rng.normal(size=(6, 6))
@@ -140,7 +140,7 @@ def test_chol_update():
 
 
 def test_ensemble_interface_and_disagreement():
-    from alcampaign.surrogate import BootstrapEnsemble
+    from alcampaign.science.surrogate import BootstrapEnsemble
 
     X, y, rng = _problem(n=40, d=4, noise=0.05)
     ens = BootstrapEnsemble(n_members=16, seed=0).fit(X[:20], y[:20])

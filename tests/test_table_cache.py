@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from alcampaign.api import create_app
-from alcampaign.dashboard import SORTS, posterior
-from alcampaign.stores import (
+from alcampaign.serve.api import create_app
+from alcampaign.serve.dashboard import SORTS, posterior
+from alcampaign.serve.table_cache import CandidateTableCache
+from alcampaign.store.facade import (
     CANDIDATE_STATES,
     CampaignStores,
     acquisition_entry,
     now,
 )
-from alcampaign.table_cache import CandidateTableCache
 
 DASH = "/api/dashboard/campaigns"
 N = 3000

@@ -1,1 +1,1 @@
-"""Ready-made campaign flows (thin wrappers over :mod:`alcampaign.flows`)."""
+"""Ready-made campaign flows (thin wrappers over :mod:`alcampaign.campaign.flows`)."""

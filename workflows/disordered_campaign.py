@@ -16,9 +16,9 @@ import argparse
 
 from jobflow import Flow
 
-from alcampaign.cli import preflight
+from alcampaign.campaign.flows import campaign_flow
+from alcampaign.campaign.preflight import preflight
 from alcampaign.config import load_config
-from alcampaign.flows import campaign_flow
 
 
 def build(config_path: str, name: str | None = None) -> Flow:
@@ -41,7 +41,7 @@ def main() -> None:
         return
     from jobflow import run_locally
 
-    from alcampaign.stores import load_job_store
+    from alcampaign.store.facade import load_job_store
 
     run_locally(flow, store=load_job_store(args.store), log=False)
 

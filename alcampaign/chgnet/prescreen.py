@@ -4,9 +4,9 @@ Measured on a 2-core CPU (docs/enumeration.md): a loop of ``predict_structure`` 
 spends ~60% of its time in the force/stress backward pass, which CHGNet runs twice per
 call with ``create_graph=True`` (a second-order graph kept for training), ~25% in the
 linear layers of the forward pass and ~12% building graphs. The prescreen builds each
-structure's graph once with array operations and runs :mod:`alcampaign.chgnet_fast` on
+structure's graph once with array operations and runs :mod:`alcampaign.chgnet.fast` on
 batches of 2: the same network with its first linear layers split by input block
-(fewer multiply-adds), its per-row work in fused kernels (:mod:`alcampaign.fused_rows`)
+(fewer multiply-adds), its per-row work in fused kernels (:mod:`alcampaign.chgnet.fused_rows`)
 and forces and stress from one first-order gradient per batch; without forces it runs
 under ``torch.inference_mode``. By default one forked worker process per CPU core shares
 the work, each with one torch thread (threads collapse when other processes share the
@@ -108,7 +108,7 @@ def chgnet_prescreen(
 
 
 def _prescreen(structures, model, batch_size, forces, relax_steps, threads=1) -> list[dict]:
-    from alcampaign.chgnet_fast import crystal_graph, predict_graphs
+    from alcampaign.chgnet.fast import crystal_graph, predict_graphs
 
     check_elements({el.symbol for s in structures for el in s.composition}, model)
     version = getattr(model, "version", None) or "unknown"
@@ -204,7 +204,7 @@ def _in_processes(structures, model, workers: int, options: tuple) -> list[dict]
         # milliseconds; spawned ones pay 3-5 s each to import torch and CHGNet. Safe on
         # the CPU because every worker runs torch with its own thread setting
         # (``threads``, 1 by default), so no OpenMP pool of ours is entered after fork.
-        from alcampaign.fused_rows import load
+        from alcampaign.chgnet.fused_rows import load
 
         _FORKED_MODEL.append(model or load_chgnet())
         load()  # compiled (or found in the cache) once, here

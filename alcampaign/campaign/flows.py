@@ -10,13 +10,13 @@ from __future__ import annotations
 from jobflow import Flow, Job
 from pymatgen.core import Structure
 
-from alcampaign.config import CampaignConfig
-from alcampaign.jobs import (
+from alcampaign.campaign.jobs import (
     enumerate_candidates,
     initial_design,
     prescreen_candidates,
     register_campaign,
 )
+from alcampaign.config import CampaignConfig
 
 
 def _pipeline(name: str, after=None) -> list[Job]:

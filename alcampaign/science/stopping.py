@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm
 
-from alcampaign.surrogate import Prediction, Surrogate
+from alcampaign.science.surrogate import Prediction, Surrogate
 
 METRIC_NAMES = ("rmse", "mae", "ece", "max_std_residual", "force_rmse", "force_mae")
 

@@ -2,7 +2,7 @@
 
 :func:`run_segment` integrates the equations of motion (ASE Langevin or velocity
 Verlet) on a potential whose ASE calculator reports its uncertainty
-(:class:`~alcampaign.potential.UncertainPotentialCalculator`). Before every step it
+(:class:`~alcampaign.md.potential.UncertainPotentialCalculator`). Before every step it
 reads the predicted force uncertainty and the per-atom extrapolation measures of the
 current configuration; when one crosses its limit (:class:`TriggerLimits`) the
 segment stops *at that configuration*, so the caller can ask the oracle about it,

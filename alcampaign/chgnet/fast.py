@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from alcampaign import fused_rows
+from alcampaign.chgnet import fused_rows
 
 #: Conversion of eV/A^3 to GPa, as in CHGNet.
 EV_A3_TO_GPA = 160.21766208

@@ -17,11 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alcampaign.acquisition import Pool, Selection, coverage_metrics, make_rule, multi_fidelity_rows
 from alcampaign.config import CampaignConfig
-from alcampaign.domain import ApplicabilityDomain
-from alcampaign.stopping import METRIC_NAMES, cross_validate, validation_metrics
-from alcampaign.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
+from alcampaign.science.acquisition import (
+    Pool,
+    Selection,
+    coverage_metrics,
+    make_rule,
+    multi_fidelity_rows,
+)
+from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
+from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
 
 
 def design_features(kind: str, raw: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from alcampaign.stores import CampaignStores
+from alcampaign.store.facade import CampaignStores
 
 # Keys whose values are never served: connection strings and anything credential-like.
 SECRET_KEY = re.compile(r"pass(word|wd)?$|secret|token|credential|api_?key|^uri$|_uri$|auth", re.I)
@@ -127,7 +127,7 @@ class ReadOnlyCollection:
 class ReadOnlyStore:
     """The part of the maggma ``Store`` interface that reading needs, over a
     :class:`ReadOnlyCollection` (what ``ReadOnlyResource`` and
-    :class:`~alcampaign.stores.CampaignStores`' readers call)."""
+    :class:`~alcampaign.store.facade.CampaignStores`' readers call)."""
 
     def __init__(self, store, lock: threading.RLock, key: str | None = None) -> None:
         self.key = key or store.key
@@ -163,7 +163,7 @@ class ReadOnlyStore:
 def read_only(stores: CampaignStores) -> CampaignStores:
     """The same collections as read-only views behind one lock.
 
-    The readers of :class:`~alcampaign.stores.CampaignStores` (``get_campaign``,
+    The readers of :class:`~alcampaign.store.facade.CampaignStores` (``get_campaign``,
     ``candidate_table``, ``get_labels``, ``latest_model``...) work unchanged; its
     writers fail with ``AttributeError`` because the views have no write methods.
     """

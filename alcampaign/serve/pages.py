@@ -2,7 +2,7 @@
 """HTML and JavaScript of the dashboard's two pages (no template engine, no CDN).
 
 ``{poll}`` (seconds between refreshes, 0 for none) and ``{name}`` (HTML-escaped
-campaign name) are substituted by :mod:`alcampaign.dashboard`. Everything from the
+campaign name) are substituted by :mod:`alcampaign.serve.dashboard`. Everything from the
 stores is inserted with ``textContent``, never as HTML.
 """
 

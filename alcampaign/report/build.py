@@ -2,7 +2,7 @@
 
 :func:`collect` reads what a campaign stored (history, latest model with its
 out-of-fold predictions, labels, compositions) through
-:class:`~alcampaign.stores.CampaignStores`; :func:`write_report` draws every plot with
+:class:`~alcampaign.store.facade.CampaignStores`; :func:`write_report` draws every plot with
 matplotlib (Agg, no screen needed), writes them as PNG, embeds them in ``index.html``,
 and writes the numbers it shows to ``summary.json``.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from alcampaign.acquisition import hull_energies
-from alcampaign.stopping import expected_calibration_error
+from alcampaign.science.acquisition import hull_energies
+from alcampaign.science.stopping import expected_calibration_error
 
 LEVELS = np.arange(0.05, 1.0, 0.1)
 
@@ -90,7 +90,7 @@ def hull_table(data: CampaignData) -> dict | None:
 
     Uses pymatgen's ``PhaseDiagram`` when every element has a labelled elemental
     entry, else the lower hull over the labelled compositions
-    (:func:`alcampaign.acquisition.hull_energies`).
+    (:func:`alcampaign.science.acquisition.hull_energies`).
     """
     good = [lab for lab in data.labels if lab["status"] == "success"]
     if len(good) < 2:

@@ -2,10 +2,10 @@
 
 These routes join and reshape what maggma's per-collection resources cannot: the
 campaign list with metrics against their thresholds, the plot data of
-:func:`alcampaign.report.collect` (the same numbers as ``alcampaign report`` and
+:func:`alcampaign.report.build.collect` (the same numbers as ``alcampaign report`` and
 ``status --json``), a candidate table that joins each page of candidates with its
 labels and surrogate predictions, and a CIF download. The candidate table is paged
-on the server from an in-memory table per campaign (:mod:`alcampaign.table_cache`),
+on the server from an in-memory table per campaign (:mod:`alcampaign.serve.table_cache`),
 kept current by cheap checks of the campaign document, its labels and blocks.
 
 The pages are static HTML with a little JavaScript that fetches these routes and
@@ -23,9 +23,9 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
-from alcampaign.report import calibration_curve, collect, hull_table, summary
-from alcampaign.stopping import expected_calibration_error
-from alcampaign.stores import CANDIDATE_STATES, CampaignStores
+from alcampaign.report.build import calibration_curve, collect, hull_table, summary
+from alcampaign.science.stopping import expected_calibration_error
+from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
 MAX_TABLE_PAGE = 500
@@ -131,7 +131,7 @@ def campaign_list(request: Request) -> list[dict]:
 @router.get("/api/dashboard/campaigns/{name}/status", tags=["dashboard"])
 def campaign_status(name: str, request: Request) -> dict:
     """Exactly the object ``alcampaign status NAME --json`` prints."""
-    from alcampaign.cli import status_record
+    from alcampaign.campaign.status import status_record
 
     _only(request, set())
     return _finite(status_record(_campaign(_stores(request), name)))
@@ -139,7 +139,7 @@ def campaign_status(name: str, request: Request) -> dict:
 
 @router.get("/api/dashboard/campaigns/{name}/plots", tags=["dashboard"])
 def campaign_plots(name: str, request: Request) -> dict:
-    """Plot data and summary numbers, from :func:`alcampaign.report.collect` (the
+    """Plot data and summary numbers, from :func:`alcampaign.report.build.collect` (the
     numbers ``alcampaign report`` draws): learning curve, calibration, parity, convex
     hull, the decisions of every iteration and every acquisition."""
     _only(request, set())
@@ -235,7 +235,7 @@ def candidate_page(
     """One page of a campaign's candidates with their energies (the oracle label where
     one exists, else the CHGNet prescreen), the latest surrogate's prediction and its
     uncertainty, and the state. Paged on the server from the campaign's cached table
-    (:mod:`alcampaign.table_cache`): only this page is sent."""
+    (:mod:`alcampaign.serve.table_cache`): only this page is sent."""
     _only(request, {"page", "per_page", "search", "state", "sort"})
     if state is not None and state not in CANDIDATE_STATES:
         raise HTTPException(400, f"state={state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
@@ -350,7 +350,7 @@ def plotly_js() -> FileResponse:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def index_page(request: Request) -> HTMLResponse:
     """The campaign list."""
-    from alcampaign.dashboard_pages import INDEX
+    from alcampaign.serve.pages import INDEX
 
     return HTMLResponse(INDEX.replace("{poll}", str(request.app.state.poll_seconds)))
 
@@ -358,7 +358,7 @@ def index_page(request: Request) -> HTMLResponse:
 @router.get("/campaign/{name}", response_class=HTMLResponse, include_in_schema=False)
 def campaign_page(name: str, request: Request) -> HTMLResponse:
     """One campaign: numbers, plots, decisions, acquisitions, candidate table."""
-    from alcampaign.dashboard_pages import CAMPAIGN
+    from alcampaign.serve.pages import CAMPAIGN
 
     _campaign(_stores(request), name, ["name"])
     page = CAMPAIGN.replace("{poll}", str(request.app.state.poll_seconds))

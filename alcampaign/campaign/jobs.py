@@ -18,7 +18,7 @@ document with its ``acquisitions``), so its decision time does not grow with the
 candidates collection; everything that touches every candidate (the state mirror, the
 structures for the oracles) happens in the launch job.
 
-Each job is idempotent, so :func:`alcampaign.flows.resume_flow` can rerun the pipeline
+Each job is idempotent, so :func:`alcampaign.campaign.flows.resume_flow` can rerun the pipeline
 after a crash: candidates are inserted only once, only unscreened candidates are
 screened, acquisitions recorded but never labelled are labelled before any new
 question is asked (from the job store, without a new oracle call, when the oracle job
@@ -40,18 +40,18 @@ from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, OnMissing, Response, jo
 from pymatgen.core import Structure
 from threadpoolctl import threadpool_limits
 
-from alcampaign import learning
 from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
-from alcampaign.enumeration import candidate_id, orderings_from_config
-from alcampaign.features import ClusterVectorFeaturizer
-from alcampaign.stopping import METRIC_NAMES, judge
-from alcampaign.stores import (
+from alcampaign.science import learning
+from alcampaign.science.features import ClusterVectorFeaturizer
+from alcampaign.science.stopping import METRIC_NAMES, judge
+from alcampaign.store.facade import (
     CampaignStores,
     acquisition_entry,
     answered_state,
     label_document,
     now,
 )
+from alcampaign.structures.enumeration import candidate_id, orderings_from_config
 
 logger = logging.getLogger("alcampaign")
 
@@ -65,7 +65,7 @@ def _stores() -> CampaignStores:
     store = CURRENT_JOB.store
     if store is None:
         raise RuntimeError("campaign jobs must run with expose_store=True")
-    from alcampaign.managers import campaign_job_store  # jobflow-remote: $ALCAMPAIGN_STORE
+    from alcampaign.campaign.managers import campaign_job_store  # jobflow-remote: $ALCAMPAIGN_STORE
 
     return CampaignStores.from_job_store(campaign_job_store(store))
 
@@ -116,7 +116,7 @@ def check_oracle_elements(maker: Maker, elements: list[str]) -> None:
 
         unknown = [el for el in elements if el not in parameters]
     elif str(getattr(maker, "force_field_name", "")).upper().endswith("CHGNET"):
-        from alcampaign.prescreen import check_elements, load_chgnet
+        from alcampaign.chgnet.prescreen import check_elements, load_chgnet
 
         try:
             check_elements(elements, load_chgnet())
@@ -199,7 +199,7 @@ def enumerate_candidates(name: str, after: Any = None) -> dict:
 @job(config=STORE_JOB)
 def prescreen_candidates(name: str, after: Any = None) -> dict:
     """CHGNet energies, forces, magmoms and embeddings of every unscreened candidate."""
-    from alcampaign.prescreen import chgnet_prescreen
+    from alcampaign.chgnet.prescreen import chgnet_prescreen
 
     stores = _stores()
     _, config = _campaign(stores, name)

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from alcampaign.surrogate import Prediction
+from alcampaign.science.surrogate import Prediction
 
 
 @dataclass

@@ -47,11 +47,10 @@ from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from alcampaign.features import RadialPairFeaturizer
-from alcampaign.jobs import INGEST_JOB, STORE_JOB, _stores, import_maker
-from alcampaign.md import TimestepPolicy, TriggerLimits, run_segment, temperature_at
-from alcampaign.md_config import MDCampaignConfig
-from alcampaign.potential import (
+from alcampaign.campaign.jobs import INGEST_JOB, STORE_JOB, _stores, import_maker
+from alcampaign.md.config import MDCampaignConfig
+from alcampaign.md.dynamics import TimestepPolicy, TriggerLimits, run_segment, temperature_at
+from alcampaign.md.potential import (
     EnvironmentDescriptor,
     EnvironmentDomain,
     Frame,
@@ -59,7 +58,8 @@ from alcampaign.potential import (
     SoapDescriptor,
     UncertainPotentialCalculator,
 )
-from alcampaign.stores import CampaignStores, answered_state, label_document, now
+from alcampaign.science.features import RadialPairFeaturizer
+from alcampaign.store.facade import CampaignStores, answered_state, label_document, now
 
 logger = logging.getLogger("alcampaign")
 

@@ -4,9 +4,9 @@ One maggma ``ReadOnlyResource`` per collection serves the stored documents as th
 with maggma's pagination (``_page``/``_per_page`` or ``_skip``/``_limit``, at most
 1,000 per request), field projection (``_fields``), sorting (``_sort_fields``) and
 filters; the dashboard's own routes (joined candidate table, plot data, CIF download)
-are plain FastAPI routes beside them (:mod:`alcampaign.dashboard`). Every route reads
-through :func:`alcampaign.readonly.read_only` views, so nothing can be written, and
-every document passes :func:`~alcampaign.readonly.redact` on its way out.
+are plain FastAPI routes beside them (:mod:`alcampaign.serve.dashboard`). Every route reads
+through :func:`alcampaign.store.readonly.read_only` views, so nothing can be written, and
+every document passes :func:`~alcampaign.store.readonly.redact` on its way out.
 
 =====================  ==================================================
 ``/api/campaigns/``    campaign documents (``name``, ``state`` filters)
@@ -36,9 +36,9 @@ from maggma.api.query_operator import (
 from maggma.api.resource import ReadOnlyResource
 from pydantic import BaseModel, Field
 
-from alcampaign.readonly import UnsupportedQuery, read_only, redact
-from alcampaign.stores import CANDIDATE_STATES, CampaignStores
-from alcampaign.table_cache import CandidateTableCache
+from alcampaign.serve.table_cache import CandidateTableCache
+from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
+from alcampaign.store.readonly import UnsupportedQuery, read_only, redact
 
 MAX_PER_PAGE = 1000
 # Fields served when a request names none (``_fields``); ``_all_fields=true`` for all.
@@ -309,9 +309,9 @@ def create_app(
         How often the dashboard pages refresh their numbers (0: only on reload).
     cached_campaigns
         Campaigns whose candidate tables the server keeps in memory
-        (:class:`~alcampaign.table_cache.CandidateTableCache`).
+        (:class:`~alcampaign.serve.table_cache.CandidateTableCache`).
     """
-    from alcampaign import dashboard
+    from alcampaign.serve import dashboard
 
     view = read_only(stores)
     app = FastAPI(

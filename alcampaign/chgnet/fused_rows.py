@@ -1,6 +1,6 @@
 """Fused CPU kernels for the row-wise work of CHGNet's gated MLPs, with their backward.
 
-In :mod:`alcampaign.chgnet_fast` every directed bond (atom convolution) and every angle
+In :mod:`alcampaign.chgnet.fast` every directed bond (atom convolution) and every angle
 (bond convolution, angle update) is a *row*: its first-layer output is a sum of
 gathered blocks, then ``silu`` and the second linear layers (bond and atom
 convolutions), two layer norms, ``silu(core) * sigmoid(gate)``, a weight, and a

@@ -184,7 +184,7 @@ def campaign_job_store(store: JobStore) -> JobStore:
         return store
     global _worker_store
     if _worker_store is None:
-        from alcampaign.stores import connect_job_store, load_job_store
+        from alcampaign.store.facade import connect_job_store, load_job_store
 
         where = os.environ.get(STORE_ENV)
         if not where:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from alcampaign.stores import CampaignStores, answered_state, question_state
+from alcampaign.store.facade import CampaignStores, answered_state, question_state
 
 SORT_KEYS = ("candidate_id", "formula", "n_sites", "state", "chgnet_energy")
 SNAPSHOT_FIELDS = [

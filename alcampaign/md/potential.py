@@ -22,7 +22,7 @@ each image back onto its atom (an image moves with its atom at fixed cell). The
 descriptors equal dscribe's periodic ones to round-off, and the gradients equal finite
 differences of the energy (tests/test_potential.py).
 
-The weights come from :class:`~alcampaign.surrogate.BayesianLinearRegression` fitted
+The weights come from :class:`~alcampaign.science.surrogate.BayesianLinearRegression` fitted
 to one energy row (``sum_i q_i``) and ``3 n`` force rows (``-sum_i dq_i/dr_j``) per
 labelled frame, so every prediction carries its epistemic variance ``x^T A^-1 x``.
 Extrapolation is judged per atom on the environment descriptors ``q_i``
@@ -40,9 +40,9 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from alcampaign.domain import ApplicabilityDomain
-from alcampaign.features import RadialPairFeaturizer
-from alcampaign.surrogate import ENERGY, FORCE, BayesianLinearRegression
+from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.features import RadialPairFeaturizer
+from alcampaign.science.surrogate import ENERGY, FORCE, BayesianLinearRegression
 
 
 @dataclass
