@@ -131,6 +131,11 @@ def export_requests(
         )
     if frames:
         ase_write(out / "requested.extxyz", frames, format="extxyz")
+    return _write_manifest(out, campaign, fidelity, entries)
+
+
+def _write_manifest(out: Path, campaign: str, fidelity: str, entries: list[dict]) -> Path:
+    """``manifest.json``: the questions and what answer each expects."""
     manifest = out / "manifest.json"
     manifest.write_text(
         json.dumps(
