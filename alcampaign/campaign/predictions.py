@@ -70,10 +70,10 @@ class CandidatePredictions:
 
 def latest_model(stores: CampaignStores, name: str) -> dict | None:
     """The latest model document of a campaign, only the fields a prediction reads."""
-    its = stores.models.query({"campaign": name}, ["iteration"])
+    its = [d["iteration"] for d in stores.models.query({"campaign": name}, ["iteration"])]
     if not its:
         return None
-    it = max(d["iteration"] for d in its)
+    it = max(its)
     return stores.models.query_one({"campaign": name, "iteration": it}, MODEL_FIELDS)
 
 
