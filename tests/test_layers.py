@@ -51,6 +51,8 @@ def _fake_package(root: Path, modules: dict[str, str]) -> None:
         (pkg / sub / "__init__.py").write_text("")
     for name in ("__init__", "cli", "config", "errors"):
         (pkg / f"{name}.py").write_text("")
+    (root / "workflows").mkdir()
+    (root / "workflows" / "__init__.py").write_text("")
     # The one known exception the contracts list must exist, or it is reported unmatched.
     (pkg / "science" / "learning.py").write_text("from alcampaign.config import X\n")
     for dotted, source in modules.items():
@@ -71,6 +73,10 @@ def _fake_package(root: Path, modules: dict[str, str]) -> None:
                 "alcampaign.campaign.jobs": "",
             },
             ["alcampaign.store.facade -> alcampaign.campaign.jobs"],
+        ),
+        (  # a ready workflow built on the CLI
+            {"workflows.flow": "from alcampaign.cli import app\n"},
+            ["workflows.flow -> alcampaign.cli"],
         ),
         (  # science importing a workflow package
             {"alcampaign.science.rule": "import jobflow\n"},
