@@ -60,7 +60,7 @@ def test_go_decision_asks_a_batch_of_free_candidates():
     assert step.fitted is not None and step.fitted.cv.mean.shape == (8,)
     assert step.domain["flagged"].shape == (N,)
     assert set(step.diversity) and step.flagged.ndim == 1
-    assert [c.name for c in step.verdict.criteria][0] == "budget"
+    assert step.verdict.criteria[0].name == "budget"
 
 
 def test_max_variance_asks_the_most_uncertain_free_candidates():
