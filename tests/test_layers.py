@@ -53,8 +53,6 @@ def _fake_package(root: Path, modules: dict[str, str]) -> None:
         (pkg / f"{name}.py").write_text("")
     (root / "workflows").mkdir()
     (root / "workflows" / "__init__.py").write_text("")
-    # The one known exception the contracts list must exist, or it is reported unmatched.
-    (pkg / "science" / "learning.py").write_text("from alcampaign.config import X\n")
     for dotted, source in modules.items():
         path = root / (dotted.replace(".", "/") + ".py")
         path.write_text(textwrap.dedent(source))
