@@ -19,4 +19,17 @@ def status_record(doc: dict) -> dict:
         "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
         "prescreen": doc.get("prescreen"),
         "updated_at": doc.get("updated_at"),
+        "resources": _resources(doc),
     }
+
+
+def _resources(doc: dict) -> dict | None:
+    """The thread/process policy a run of this campaign gets here and now."""
+    from alcampaign.campaign.resources import resolve
+    from alcampaign.config import ConfigError, ResourcesConfig
+
+    try:
+        config = ResourcesConfig.model_validate((doc.get("config") or {}).get("resources") or {})
+        return resolve(config).as_dict()
+    except (ConfigError, ValueError):
+        return None
