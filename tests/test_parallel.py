@@ -79,7 +79,9 @@ def test_worker_killed_mid_batch_then_resume(write_config, alc_home, tmp_path, m
     from alcampaign.store.facade import open_stores
 
     monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    # The spawned workers import the test Maker by path.
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setenv("ALCAMPAIGN_TEST_KILL_FLAG", str(tmp_path / "killed"))
     cfg_dict = small_config_dict(
         name="killed",
