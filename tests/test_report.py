@@ -11,14 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from alcampaign.cli import app
-from alcampaign.report.build import (
-    PLOTS,
-    calibration_curve,
-    collect,
-    hull_table,
-    posterior_prediction,
-)
-from alcampaign.science.surrogate import BayesianLinearRegression
+from alcampaign.report.build import PLOTS, calibration_curve, collect, hull_table
 from alcampaign.store.facade import open_stores
 
 from conftest import small_config_dict
@@ -157,25 +150,27 @@ def test_predicted_hull_is_the_latest_model_at_the_unlabelled_candidates(home):
     np.testing.assert_allclose(pred["e_above_hull"], np.array(pred["formation_energy"]) - line)
 
 
-def test_posterior_prediction_equals_the_surrogate():
-    """The stored posterior reproduces ``BayesianLinearRegression.predict`` (mean, and
-    epistemic plus aleatoric variance), and a multi-fidelity model's dear rows."""
-    rng = np.random.default_rng(0)
-    X = np.column_stack([np.ones(40), rng.normal(size=(40, 4))])
-    y = X @ rng.normal(size=5) + 0.05 * rng.normal(size=40)
-    model = BayesianLinearRegression().fit(X, y)
-    doc = model.to_dict()
-    Xt = np.column_stack([np.ones(7), rng.normal(size=(7, 4))])
-    p = model.predict(Xt)
-    mean, std = posterior_prediction(doc, Xt)
-    np.testing.assert_allclose(mean, p.mean, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(std**2, p.epistemic_var + p.aleatoric_var, rtol=1e-8)
-    # Multi-fidelity: rows [x, x] and the dear target mean added.
-    mf = BayesianLinearRegression().fit(np.hstack([X, X]), y)
-    doc = {**mf.to_dict(), "fidelity_offsets": [0.25, -1.0]}
-    mean, _ = posterior_prediction(doc, Xt)
-    np.testing.assert_allclose(mean, mf.predict(np.hstack([Xt, Xt])).mean + 0.25, rtol=1e-10)
-    assert posterior_prediction(doc, Xt[:, :3]) is None  # rows that do not fit the model
+def test_predicted_hull_points_are_the_query_predictions(home):
+    """Each unlabelled hull point is ``query``'s predicted energy (and std) minus the
+    labelled elemental references: one prediction path for the report and the CLI."""
+    result = runner.invoke(app, ["query", home, "--format", "json", "--limit", "0"])
+    assert result.exit_code == 0, result.output
+    rows = {r["candidate_id"]: r for r in json.loads(result.output)}
+    hull = hull_table(_data(home))
+    assert hull["method"] == "pymatgen PhaseDiagram"
+    labelled = [rows[cid] for cid in hull["ids"]]
+    x = np.array(hull["x"])
+    e = np.array([r["label_energy_per_atom"] for r in labelled])
+    mu_lo, mu_hi = e[x == 0].min(), e[x == 1].min()  # the elemental references
+    pred = hull["predicted"]
+    for cid, xi, form, std in zip(
+        pred["ids"], pred["x"], pred["formation_energy"], pred["std"], strict=True
+    ):
+        row = rows[cid]
+        assert row["label_energy_per_atom"] is None
+        ref = (1 - xi) * mu_lo + xi * mu_hi
+        assert form == pytest.approx(row["predicted_energy_per_atom"] - ref, abs=1e-9)
+        assert std == pytest.approx(row["predicted_std"], rel=1e-9)
 
 
 def test_report_errors(alc_home, tmp_path):

@@ -20,7 +20,6 @@ from alcampaign.report.collect import (
     collect,
     hull_table,
     pool_predictions,
-    posterior_prediction,
     summary,
 )
 from alcampaign.report.plots import PLOTS, figures
@@ -33,7 +32,6 @@ __all__ = [
     "collect",
     "hull_table",
     "pool_predictions",
-    "posterior_prediction",
     "summary",
     "write_report",
 ]
