@@ -26,9 +26,9 @@ A comment just before a block says how to treat it:
 Usage synopses (``alcampaign report NAME --out DIR [--baseline OTHER]``) are ``text``
 blocks: placeholders are not commands. The campaigns the docs run are the examples,
 scaled down by the ``--set`` options written in the docs. Measured on the shared 2-core
-build machine under heavy load (load average 12-19): 26 minutes of wall time, 5.8 minutes
-of CPU time for the default tests (the README's walk-through ~40% of it, the external
-oracle's round trip ~50%).
+build machine under heavy load (load average 12-19), two runs: 17-26 minutes of wall
+time, 4.5-6 minutes of CPU time for the default tests (the README's walk-through ~35% of
+it, the external oracle's round trip ~45%, the short MD ~7%).
 """
 
 from __future__ import annotations
