@@ -103,6 +103,14 @@ WorkerStoreOption = Annotated[
         "default: --store's absolute path, or 'embedded'.",
     ),
 ]
+SetOption = Annotated[
+    list[str],
+    typer.Option(
+        "--set",
+        help="Override a config field, FIELD=VALUE (VALUE read as YAML; repeatable), e.g. "
+        "--set enumeration.max_size=4 --set stopping.max_oracle_calls=15.",
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -314,6 +322,7 @@ def run(
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
     workers: WorkersOption = None,
+    overrides: SetOption = [],  # noqa: B006 (typer needs a list default)
 ) -> None:
     """Run a campaign to its stopping rule (here with run_locally, or through a manager)."""
     from alcampaign.campaign.flows import campaign_flow
@@ -322,7 +331,7 @@ def run(
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
         setup = prepare_manager(manager, store, launchpad, launch, jfr)
-        cfg = load_config(config, name=name)
+        cfg = load_config(config, name=name, overrides=overrides)
         parent = preflight(cfg)
     except EnumerationError as exc:
         raise _fail(str(exc)) from None
@@ -372,13 +381,14 @@ def md(
     config: Annotated[Path, typer.Argument(help="On-the-fly MD config YAML.")],
     store: StoreOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Override the campaign name.")] = None,
+    overrides: SetOption = [],  # noqa: B006 (typer needs a list default)
 ) -> None:
     """Run on-the-fly MD (the oracle is called where the potential is unsure) to its end."""
     from alcampaign.campaign.otf_md import md_flow
     from alcampaign.md.config import load_md_config
 
     try:
-        cfg = load_md_config(config, name=name)
+        cfg = load_md_config(config, name=name, overrides=overrides)
         structure = md_preflight(cfg)
     except (EnumerationError, ValueError) as exc:
         raise _fail(str(exc)) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -331,7 +332,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
+def load_config(
+    path: str | Path, name: str | None = None, overrides: Sequence[str] = ()
+) -> CampaignConfig:
     """Read and validate a campaign config.
 
     Parameters
@@ -340,18 +343,60 @@ def load_config(path: str | Path, name: str | None = None) -> CampaignConfig:
         YAML file. Relative paths inside it are resolved against its folder.
     name
         Override the campaign name.
+    overrides
+        ``FIELD=VALUE`` strings (the CLI's ``--set``), applied before validation; see
+        :func:`apply_overrides`.
 
     Raises
     ------
     ConfigError
         The file is missing, is not YAML, or a field is invalid (the field is named).
     """
-    return load_yaml_model(path, CampaignConfig, name)
+    return load_yaml_model(path, CampaignConfig, name, overrides)
 
 
-def load_yaml_model(path: str | Path, model: type[_M], name: str | None = None) -> _M:
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    """Set dotted fields of a raw (unvalidated) config from ``FIELD=VALUE`` strings.
+
+    ``VALUE`` is read as YAML, so ``stopping.max_oracle_calls=15``,
+    ``features.cutoffs=[5.0]`` and ``prescreen.enabled=false`` give a number, a list
+    and a boolean. Missing intermediate mappings are created; the model's validation
+    afterwards names any unknown or malformed field.
+
+    Raises
+    ------
+    ConfigError
+        An override without ``=``, with an empty field name, a value that is not YAML,
+        or a path through a field that is not a mapping.
+    """
+    for item in overrides:
+        field, sep, text = item.partition("=")
+        parts = field.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. enumeration.max_size=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is not a mapping of fields")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_yaml_model(
+    path: str | Path,
+    model: type[_M],
+    name: str | None = None,
+    overrides: Sequence[str] = (),
+) -> _M:
     """Read a YAML config into ``model`` (a config with ``name`` and
-    ``system.structure``), resolving the structure path against the file's folder.
+    ``system.structure``), resolving the structure path against the file's folder;
+    ``overrides`` are ``--set FIELD=VALUE`` strings (:func:`apply_overrides`).
 
     Raises
     ------
@@ -370,6 +415,7 @@ def load_yaml_model(path: str | Path, model: type[_M], name: str | None = None) 
         raise ConfigError(
             f"config file {path} must hold a mapping of fields, not {type(raw).__name__}"
         )
+    apply_overrides(raw, overrides)
     if name is not None:
         raw["name"] = name
     try:

@@ -110,6 +110,26 @@ def test_dashboard_numbers_equal_status_json_and_report(served):
     assert len(plots["parity"]["oracle"]) == 6 and len(plots["acquisitions"]) == 6
 
 
+def test_hull_plot_shows_the_unlabelled_candidates_as_predicted(served):
+    """The dashboard's hull: every unlabelled candidate with the latest model's predicted
+    formation energy; its std is the candidate table's sigma (the same posterior)."""
+    client, stores, name, _ = served
+    hull = client.get(f"{DASH}/{name}/plots").json()["hull"]
+    pred = hull["predicted"]
+    labelled = set(hull["ids"])
+    assert set(pred["ids"]) == set(stores.candidate_ids(name)) - labelled
+    rows = client.get(f"{DASH}/{name}/candidates", params={"per_page": 500}).json()["rows"]
+    sigma = {r["candidate_id"]: r["sigma"] for r in rows}
+    for cid, std in zip(pred["ids"], pred["std"], strict=True):
+        assert std == pytest.approx(sigma[cid], rel=1e-9)
+    # A large pool is cut to the candidates predicted closest to the hull.
+    from alcampaign.serve.dashboard import _nearest_predicted
+
+    cut = _nearest_predicted(pred, keep=3)
+    assert cut["n_total"] == len(pred["ids"]) and len(cut["ids"]) == 3
+    assert cut["e_above_hull"] == sorted(pred["e_above_hull"])[:3]
+
+
 def test_candidate_table_pages_joins_labels_and_predicts(served):
     client, stores, name, _ = served
     total = stores.candidates.count({"campaign": name})

@@ -116,3 +116,36 @@ def test_rule_and_fidelity_consistency(write_config):
         )
     with pytest.raises(ConfigError, match="prescreen"):
         load_config(write_config(small_config_dict(features={"kind": "chgnet_embedding"})))
+
+
+def test_set_overrides_fields_before_validation(write_config):
+    path = write_config(small_config_dict())
+    cfg = load_config(
+        path,
+        overrides=[
+            "enumeration.max_size=2",
+            "features.cutoffs=[4.0, 3.0]",
+            "prescreen.enabled=true",
+            "surrogate.alpha=0.5",  # a section the file does not have
+        ],
+    )
+    assert cfg.enumeration.max_size == 2 and cfg.features.cutoffs == [4.0, 3.0]
+    assert cfg.prescreen.enabled is True and cfg.surrogate.alpha == 0.5
+    assert cfg.name == "test-cuau" and cfg.stopping.max_oracle_calls == 10  # the rest kept
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("enumeration.max_size", "expected FIELD=VALUE"),
+        ("=3", "expected FIELD=VALUE"),
+        ("enumeration..max_size=3", "expected FIELD=VALUE"),
+        ("features.cutoffs=[1, 2", "not valid YAML"),
+        ("name.first=x", "name is not a mapping"),
+        ("enumeration.maxsize=4", "enumeration.maxsize"),  # pydantic names the field
+        ("stopping.max_oracle_calls=-1", "stopping.max_oracle_calls"),
+    ],
+)
+def test_bad_set_is_a_config_error_naming_it(write_config, override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(write_config(small_config_dict()), overrides=[override])

@@ -6,6 +6,7 @@ Read with :func:`load_md_config`; a bad field raises
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,12 +188,16 @@ class MDCampaignConfig(_Strict):
         return self
 
 
-def load_md_config(path: str | Path, name: str | None = None) -> MDCampaignConfig:
-    """Read and validate an on-the-fly MD config (relative paths against its folder).
+def load_md_config(
+    path: str | Path, name: str | None = None, overrides: Sequence[str] = ()
+) -> MDCampaignConfig:
+    """Read and validate an on-the-fly MD config (relative paths against its folder);
+    ``overrides`` are ``--set FIELD=VALUE`` strings
+    (:func:`~alcampaign.config.apply_overrides`).
 
     Raises
     ------
     ConfigError
         Missing file, bad YAML, an invalid field (named), or a missing structure file.
     """
-    return load_yaml_model(path, MDCampaignConfig, name)
+    return load_yaml_model(path, MDCampaignConfig, name, overrides)

@@ -31,6 +31,7 @@ from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
 MAX_TABLE_PAGE = 500
+MAX_HULL_PREDICTED = 2000  # unlabelled candidates drawn on the hull plot (closest first)
 # The sorts of the candidate table (ties by id; missing values first, as MongoDB does).
 SORTS = {
     "candidate_id": [("candidate_id", 1)],
@@ -164,9 +165,24 @@ def campaign_plots(name: str, request: Request) -> dict:
         }
         out["parity"] = {"ids": ids, "oracle": y.tolist(), "mean": cv["mean"], "std": cv["std"]}
     if hull:
-        good = [lab["candidate_id"] for lab in data.labels if lab["status"] == "success"]
-        out["hull"] = {**hull, "ids": good}
+        out["hull"] = {**hull, "predicted": _nearest_predicted(hull.get("predicted"))}
     return _finite(out)
+
+
+def _nearest_predicted(pred: dict | None, keep: int = MAX_HULL_PREDICTED) -> dict | None:
+    """The unlabelled candidates' predicted hull points, at most ``keep`` of them: those
+    predicted closest to (or below) the labelled hull, so a browser draws a large pool."""
+    if not pred or len(pred["ids"]) <= keep:
+        return pred
+    order = np.argsort(pred["e_above_hull"], kind="stable")[:keep]
+    return {
+        **pred,
+        "n_total": len(pred["ids"]),
+        **{
+            k: [pred[k][i] for i in order]
+            for k in ("ids", "x", "formation_energy", "std", "e_above_hull")
+        },
+    }
 
 
 @router.get("/api/dashboard/campaigns/{name}/candidates", tags=["dashboard"])

@@ -206,7 +206,11 @@ async function loadPlots(){
     const pick = (a, keep) => a.filter((_, i) => on[i] === keep);
     const order = pick(h.x, true).map((x, i) => [x, pick(h.formation_energy, true)[i],
                                                   pick(h.ids, true)[i]]).sort((a, b) => a[0] - b[0]);
-    plot('hull', [{x: pick(h.x, false), y: pick(h.formation_energy, false),
+    const u = h.predicted, predicted = !u ? [] : [{x: u.x, y: u.formation_energy, text: u.ids,
+      mode: 'markers', name: 'unlabelled: predicted ± 1 std (model ' + u.model_iteration + ')',
+      marker: {color: 'grey', size: 4, opacity: 0.5},
+      error_y: {type: 'data', array: u.std, visible: true, thickness: 0.6, width: 0}}];
+    plot('hull', [...predicted, {x: pick(h.x, false), y: pick(h.formation_energy, false),
                    text: pick(h.ids, false), mode: 'markers', name: 'labelled'},
                   {x: order.map(o => o[0]), y: order.map(o => o[1]), text: order.map(o => o[2]),
                    mode: 'lines+markers', name: 'ground states', line: {color: 'red'}}],

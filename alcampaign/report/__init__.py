@@ -1,0 +1,1 @@
+"""Campaign reports: collect (read the stores), plots (one function per plot), html."""
