@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
 from alcampaign.report.build import calibration_curve, collect, hull_table, summary
 from alcampaign.science.stopping import expected_calibration_error
+from alcampaign.serve.security import csp_nonce, served
 from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
@@ -69,6 +70,12 @@ def _campaign(stores: CampaignStores, name: str, properties=None) -> dict:
     if doc is None:
         raise HTTPException(404, f"no campaign named {name!r} in this store")
     return doc
+
+
+def _out(request: Request, obj):
+    """What a JSON route sends: a JSON-safe copy (:func:`_finite`) through the one
+    redaction (:func:`alcampaign.serve.security.served`)."""
+    return served(request, _finite(obj))
 
 
 def _finite(obj):
@@ -125,7 +132,7 @@ def campaign_list(request: Request) -> list[dict]:
         }
         for d in docs
     ]
-    return _finite(sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
+    return _out(request, sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
 
 
 @router.get("/api/dashboard/campaigns/{name}/status", tags=["dashboard"])
@@ -134,7 +141,7 @@ def campaign_status(name: str, request: Request) -> dict:
     from alcampaign.campaign.status import status_record
 
     _only(request, set())
-    return _finite(status_record(_campaign(_stores(request), name)))
+    return _out(request, status_record(_campaign(_stores(request), name)))
 
 
 @router.get("/api/dashboard/campaigns/{name}/plots", tags=["dashboard"])
@@ -195,7 +202,7 @@ def campaign_plots(name: str, request: Request) -> dict:
     if hull:
         good = [lab["candidate_id"] for lab in data.labels if lab["status"] == "success"]
         out["hull"] = {**hull, "ids": good}
-    return _finite(out)
+    return _out(request, out)
 
 
 def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -261,7 +268,8 @@ def candidate_page(
         posterior=posterior,
         check_page=check_page,
     )
-    return _finite(
+    return _out(
+        request,
         {
             "campaign": name,
             "page": page,
@@ -270,7 +278,7 @@ def candidate_page(
             "n_pages": max(1, math.ceil(table.total / per_page)),
             "model_iteration": table.model_iteration,
             "rows": table.rows,
-        }
+        },
     )
 
 
@@ -352,7 +360,8 @@ def index_page(request: Request) -> HTMLResponse:
     """The campaign list."""
     from alcampaign.serve.pages import INDEX
 
-    return HTMLResponse(INDEX.replace("{poll}", str(request.app.state.poll_seconds)))
+    page = INDEX.replace("{poll}", str(request.app.state.poll_seconds))
+    return HTMLResponse(_with_nonce(page, request))
 
 
 @router.get("/campaign/{name}", response_class=HTMLResponse, include_in_schema=False)
@@ -362,4 +371,11 @@ def campaign_page(name: str, request: Request) -> HTMLResponse:
 
     _campaign(_stores(request), name, ["name"])
     page = CAMPAIGN.replace("{poll}", str(request.app.state.poll_seconds))
-    return HTMLResponse(page.replace("{name}", html.escape(name, quote=True)))
+    page = page.replace("{name}", html.escape(name, quote=True))
+    return HTMLResponse(_with_nonce(page, request))
+
+
+def _with_nonce(page: str, request: Request) -> str:
+    """The page with this response's CSP nonce on each ``<script>`` (inline scripts
+    run only with it)."""
+    return page.replace("<script", f'<script nonce="{csp_nonce(request)}"')

@@ -25,10 +25,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from starlette._utils import parse_host_header
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from alcampaign.store.redaction import redact
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 PAGE_CSP = (
@@ -65,6 +68,13 @@ def normalise_host(name: str) -> str:
     if text.count(":") == 1:  # name:port
         text = text.split(":", 1)[0]
     return text
+
+
+def served(request: Request, obj: Any) -> Any:
+    """What a route sends: ``obj`` through the one redaction
+    (:func:`alcampaign.store.redaction.redact`), with absolute paths shown relative
+    to the app's ``path_root``."""
+    return redact(obj, getattr(request.app.state, "path_root", None))
 
 
 def csp_nonce(request: Request) -> str:
