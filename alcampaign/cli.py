@@ -736,7 +736,8 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address "
-            "can read every campaign (no authentication); see docs/dashboard.md",
+            "can read every campaign (no authentication); see docs/dashboard.md. Clients "
+            "must address it by an allowed name: add the names they use with --allowed-host",
             highlight=False,
         )
     console.print(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
