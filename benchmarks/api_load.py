@@ -195,8 +195,10 @@ def main(clients: int = 20, seconds: float = 60.0, n: int = 20_000) -> dict:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-c", "from alcampaign.cli import app; app()", "serve"]
-            + ["--store", str(store_file), "--host", HOST, "--port", str(port), "--poll", "0"],
+            [
+                *(sys.executable, "-c", "from alcampaign.cli import app; app()", "serve"),
+                *("--store", str(store_file), "--host", HOST, "--port", str(port), "--poll", "0"),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
