@@ -749,6 +749,13 @@ def serve(
     poll: Annotated[
         float, typer.Option(help="Seconds between page refreshes (0: on reload only).")
     ] = 10.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A host name the server answers to besides localhost, 127.0.0.1 and ::1 "
+            "(repeat for several); requests naming any other Host are refused."
+        ),
+    ] = None,
 ) -> None:
     """Serve the read-only web dashboard and HTTP API over the campaign stores."""
     import uvicorn
@@ -759,15 +766,28 @@ def serve(
         raise _fail(f"--port {port}: choose 1 to 65535")
     if poll < 0:
         raise _fail(f"--poll {poll}: must be 0 or more")
+    from alcampaign.serve.security import normalise_host
+    from alcampaign.store.redaction import install_log_redaction
+
+    hosts = list(allowed_host or [])
+    if host not in ("0.0.0.0", "::", ""):
+        hosts.append(host)  # the bound address itself is a name the server answers to
+    try:
+        hosts = [normalise_host(h) for h in hosts]
+    except ValueError as exc:
+        raise _fail(f"--allowed-host: {exc}") from None
     _, stores = open_stores(store)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address "
-            "can read every campaign (no authentication); see docs/dashboard.md",
+            "can read every campaign (no authentication); see docs/dashboard.md. Clients "
+            "must address it by an allowed name: add the names they use with --allowed-host",
             highlight=False,
         )
     console.print(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
-    uvicorn.run(create_app(stores, poll_seconds=poll), host=host, port=port, log_level="warning")
+    install_log_redaction()
+    app = create_app(stores, poll_seconds=poll, allowed_hosts=hosts)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:

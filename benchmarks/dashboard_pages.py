@@ -177,7 +177,7 @@ def main(sizes=(10_000, 100_000), backends: tuple[str, ...] = ("monty", "monty-s
                 job_store.connect()
                 stores = CampaignStores.from_job_store(job_store)
                 fill = _fill(stores, n, energy_block=not backend.endswith("-scan"))
-                client = TestClient(create_app(stores))
+                client = TestClient(create_app(stores), base_url="http://127.0.0.1")
                 timings = {"fill": round(fill, 1), **_time(client, stores, n)}
                 results["seconds"][f"{backend} {n}"] = timings
                 print(json.dumps({f"{backend} {n}": timings}), file=sys.stderr)

@@ -23,13 +23,14 @@ from alcampaign.store.readonly import REDACTED, read_only
 
 runner = CliRunner()
 DASH = "/api/dashboard/campaigns"
+LOCAL = "http://127.0.0.1"  # an allowed Host (TestClient's own "testserver" is refused)
 
 
 @pytest.fixture(scope="module")
 def served(stored_campaign):
     store_file, name = stored_campaign
     stores = open_stores(store_file)[1]
-    return TestClient(create_app(stores)), stores, name, store_file
+    return TestClient(create_app(stores), base_url=LOCAL), stores, name, store_file
 
 
 def _snapshot(folder) -> dict[str, str]:
@@ -258,7 +259,7 @@ def test_credentials_are_never_served(memory_stores):
             }
         },
     )
-    client = TestClient(create_app(memory_stores))
+    client = TestClient(create_app(memory_stores), base_url=LOCAL)
     for url in ("/api/campaigns/secretive/?_all_fields=true", "/api/campaigns/?_all_fields=true"):
         text = client.get(url).text
         assert "hunter2" not in text and "k3y" not in text and "u:p@h" not in text
@@ -288,7 +289,7 @@ def test_paging_a_big_collection(memory_stores):
             for i in range(n)
         ]
     )
-    client = TestClient(create_app(memory_stores))
+    client = TestClient(create_app(memory_stores), base_url=LOCAL)
     last = client.get(f"{DASH}/big/candidates", params={"page": 50, "per_page": 100}).json()
     assert last["total"] == n and last["n_pages"] == 50 and len(last["rows"]) == 100
     assert last["rows"][-1]["candidate_id"] == f"{n - 1:08x}"
@@ -314,7 +315,7 @@ def test_pages_reflect_new_labels(served, memory_stores):
     for coll in ("candidates", "labels", "models", "campaigns"):
         docs = getattr(stores, coll).query({})
         getattr(memory_stores, coll)._collection.insert_many([dict(d) for d in docs])
-    client = TestClient(create_app(memory_stores))
+    client = TestClient(create_app(memory_stores), base_url=LOCAL)
     pool = client.get(f"{DASH}/{name}/candidates", params={"state": "pool"}).json()
     cid = pool["rows"][0]["candidate_id"]
     n_labelled = client.get(f"{DASH}/{name}/candidates", params={"state": "labelled"}).json()

@@ -170,7 +170,7 @@ CASES = [
 def test_pages_equal_a_direct_query(memory_store, blocks):
     stores, _ = _campaign(memory_store, blocks)
     app = create_app(stores)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")
     model = stores.latest_model("big")
     labels = {lab["candidate_id"]: lab for lab in stores.get_labels("big")}
     for case in CASES:
@@ -212,7 +212,7 @@ def test_pages_equal_a_direct_query(memory_store, blocks):
 def test_running_campaign_shows_on_the_next_request(memory_store, blocks):
     stores, _ = _campaign(memory_store, blocks)
     app = create_app(stores)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")
 
     def get(**params):
         return client.get(f"{DASH}/big/candidates", params={"per_page": 500, **params}).json()
@@ -270,7 +270,7 @@ def test_cache_keeps_a_few_campaigns_and_builds_once_under_threads(memory_store)
         _insert(stores, name, _candidates(name, 0, 50, np.random.default_rng(2)), True)
     app = create_app(stores, cached_campaigns=2)
     cache: CandidateTableCache = app.state.table_cache
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")
     for name in ("a", "b", "c"):
         assert client.get(f"{DASH}/{name}/candidates").status_code == 200
     assert list(cache._entries) == ["b", "c"] and cache.builds == 3
@@ -297,7 +297,7 @@ def test_cache_keeps_a_few_campaigns_and_builds_once_under_threads(memory_store)
 def test_states_are_the_candidate_states(memory_store):
     """Every state the overlay derives is one the route accepts as a filter."""
     stores, _ = _campaign(memory_store, blocks=True)
-    client = TestClient(create_app(stores))
+    client = TestClient(create_app(stores), base_url="http://127.0.0.1")
     rows = client.get(f"{DASH}/big/candidates", params={"per_page": 500, "sort": "state"})
     seen = {r["state"] for r in rows.json()["rows"]}
     assert seen <= set(CANDIDATE_STATES)

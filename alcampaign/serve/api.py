@@ -20,24 +20,22 @@ every document passes :func:`~alcampaign.store.readonly.redact` on its way out.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from maggma.api.query_operator import (
-    NumericQuery,
-    PaginationQuery,
-    QueryOperator,
-    SortQuery,
-    SparseFieldsQuery,
-)
+from maggma.api.query_operator import NumericQuery, QueryOperator
 from maggma.api.resource import ReadOnlyResource
 
 from alcampaign.campaign import documents
 from alcampaign.campaign.documents import api_view
+from alcampaign.serve.queries import CheckedFields, CheckedPagination, CheckedSort
+from alcampaign.serve.security import SecurityMiddleware
 from alcampaign.serve.table_cache import CandidateTableCache
-from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
+from alcampaign.store.facade import CampaignStores
 from alcampaign.store.readonly import UnsupportedQuery, read_only, redact
 
 MAX_PER_PAGE = 1000
@@ -129,23 +127,35 @@ class FieldFilter(QueryOperator):
 
 
 class Redact(QueryOperator):
-    """Replaces credential-like values in every document served (post-processing)."""
+    """Passes every document served through :func:`alcampaign.store.redaction.redact`
+    (post-processing).
+
+    Parameters
+    ----------
+    root
+        Folder that absolute paths are shown relative to.
+    """
+
+    def __init__(self, root=None) -> None:
+        self.root = root
 
     def query(self) -> dict:
         return {}
 
     def post_process(self, docs: list[dict], query: dict) -> list[dict]:
-        return [redact(d) for d in docs]
+        return [redact(d, self.root) for d in docs]
 
 
-def _resource(store, model, default_fields, filters, numeric=None, sort=None, by_key=False):
+def _resource(
+    store, model, default_fields, filters, numeric=None, sort=None, by_key=False, root=None
+):
     ops = [
         filters,
         *([NumericQuery(model, fields=numeric)] if numeric else []),
-        SortQuery(fields=sort, max_num=2),
-        PaginationQuery(default_limit=100, max_limit=MAX_PER_PAGE),
-        SparseFieldsQuery(model, default_fields=default_fields),
-        Redact(),
+        CheckedSort(sort, max_num=2),
+        CheckedPagination(default_limit=100, max_limit=MAX_PER_PAGE),
+        CheckedFields(model, default_fields),
+        Redact(root),
     ]
     return ReadOnlyResource(
         store,
@@ -157,8 +167,10 @@ def _resource(store, model, default_fields, filters, numeric=None, sort=None, by
     )
 
 
-def resources(stores: CampaignStores) -> dict[str, ReadOnlyResource]:
-    """One maggma ``ReadOnlyResource`` per campaign collection (read-only views)."""
+def resources(stores: CampaignStores, root=None) -> dict[str, ReadOnlyResource]:
+    """One maggma ``ReadOnlyResource`` per campaign collection but the candidates
+    (:mod:`alcampaign.serve.candidates` pages those from the dashboard's table), over
+    read-only views; absolute paths are shown relative to ``root``."""
     campaign = ("campaign", str, "Campaign name.")
     return {
         "campaigns": _resource(
@@ -171,23 +183,7 @@ def resources(stores: CampaignStores) -> dict[str, ReadOnlyResource]:
             numeric=["iteration", "n_oracle_calls"],
             sort=["name", "updated_at", "iteration", "n_oracle_calls"],
             by_key=True,
-        ),
-        "candidates": _resource(
-            stores.candidates,
-            CandidateDoc,
-            ["campaign", "candidate_id", "formula", "n_sites", "state", "acquisition"],
-            FieldFilter(
-                {
-                    "campaign": campaign,
-                    "candidate_id": ("candidate_id", str, "Candidate id."),
-                    "formula": ("formula", str, "Reduced formula, e.g. CuAu."),
-                    "state": ("state", str, "Candidate state."),
-                    "acquired_in": ("acquisition.iteration", int, "Acquired in this iteration."),
-                },
-                {"state": CANDIDATE_STATES},
-            ),
-            numeric=["n_sites"],
-            sort=["candidate_id", "formula", "n_sites", "state"],
+            root=root,
         ),
         "labels": _resource(
             stores.labels,
@@ -204,6 +200,7 @@ def resources(stores: CampaignStores) -> dict[str, ReadOnlyResource]:
             ),
             numeric=["energy_per_atom", "cost", "iteration"],
             sort=["candidate_id", "energy_per_atom", "iteration", "time"],
+            root=root,
         ),
         "models": _resource(
             stores.models,
@@ -212,6 +209,7 @@ def resources(stores: CampaignStores) -> dict[str, ReadOnlyResource]:
             FieldFilter({"campaign": campaign}),
             numeric=["iteration"],
             sort=["iteration", "time"],
+            root=root,
         ),
     }
 
@@ -230,7 +228,11 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 def create_app(
-    stores: CampaignStores, poll_seconds: float = 10.0, cached_campaigns: int = 4
+    stores: CampaignStores,
+    poll_seconds: float = 10.0,
+    cached_campaigns: int = 4,
+    allowed_hosts: Sequence[str] = (),
+    path_root: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The read-only API and the dashboard over a connected set of campaign stores.
 
@@ -243,21 +245,35 @@ def create_app(
     cached_campaigns
         Campaigns whose candidate tables the server keeps in memory
         (:class:`~alcampaign.serve.table_cache.CandidateTableCache`).
+    allowed_hosts
+        Host names answered besides ``localhost``, ``127.0.0.1`` and ``::1``
+        (:class:`~alcampaign.serve.security.SecurityMiddleware`); any other ``Host``
+        header is refused.
+    path_root
+        Folder that absolute paths in served documents are shown relative to (default:
+        the current folder); paths outside it are shown by their file name only.
     """
-    from alcampaign.serve import dashboard
+    from alcampaign.serve import candidates, dashboard
 
     view = read_only(stores)
     app = FastAPI(
         title="alcampaign",
-        description="Read-only API and dashboard over the campaign stores.",
+        description="Read-only API and dashboard over the campaign stores. "
+        "The schema is at /openapi.json (no documentation page: nothing is loaded "
+        "from the internet).",
         version="1",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.stores = view
     app.state.poll_seconds = poll_seconds
     app.state.table_cache = CandidateTableCache(cached_campaigns)
-    for prefix, resource in resources(view).items():
+    app.state.path_root = Path(path_root if path_root is not None else Path.cwd()).resolve()
+    app.include_router(candidates.router)
+    for prefix, resource in resources(view, app.state.path_root).items():
         app.include_router(resource.router, prefix=f"/api/{prefix}")
     app.include_router(dashboard.router)
+    app.add_middleware(SecurityMiddleware, allowed_hosts=tuple(allowed_hosts))
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(UnsupportedQuery)

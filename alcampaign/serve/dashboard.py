@@ -27,6 +27,7 @@ from alcampaign.campaign.status import STATUS_FIELDS, status_record
 from alcampaign.errors import CampaignNotFound
 from alcampaign.report.build import calibration_curve, collect, hull_table, summary
 from alcampaign.science.stopping import expected_calibration_error
+from alcampaign.serve.security import csp_nonce, served
 from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
@@ -76,6 +77,12 @@ def _campaign(stores: CampaignStores, name: str, properties=None) -> dict:
         raise HTTPException(404, str(exc)) from None
 
 
+def _out(request: Request, obj):
+    """What a JSON route sends: a JSON-safe copy (:func:`_finite`) through the one
+    redaction (:func:`alcampaign.serve.security.served`)."""
+    return served(request, _finite(obj))
+
+
 def _finite(obj):
     """JSON-safe copy: NaN and infinities become ``None``, numpy scalars Python ones."""
     if isinstance(obj, dict):
@@ -99,14 +106,14 @@ def campaign_list(request: Request) -> list[dict]:
     _only(request, set())
     docs = _stores(request).campaigns.query({}, STATUS_FIELDS)
     rows = [status_record(d) for d in docs]
-    return _finite(sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
+    return _out(request, sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
 
 
 @router.get("/api/dashboard/campaigns/{name}/status", tags=["dashboard"])
 def campaign_status(name: str, request: Request) -> dict:
     """Exactly the object ``alcampaign status NAME --json`` prints."""
     _only(request, set())
-    return _finite(status_record(_campaign(_stores(request), name)))
+    return _out(request, status_record(_campaign(_stores(request), name)))
 
 
 @router.get("/api/dashboard/campaigns/{name}/plots", tags=["dashboard"])
@@ -165,8 +172,9 @@ def campaign_plots(name: str, request: Request) -> dict:
         }
         out["parity"] = {"ids": ids, "oracle": y.tolist(), "mean": cv["mean"], "std": cv["std"]}
     if hull:
-        out["hull"] = {**hull, "predicted": _nearest_predicted(hull.get("predicted"))}
-    return _finite(out)
+        good = [lab["candidate_id"] for lab in data.labels if lab["status"] == "success"]
+        out["hull"] = {**hull, "ids": good, "predicted": _nearest_predicted(hull.get("predicted"))}
+    return _out(request, out)
 
 
 def _nearest_predicted(pred: dict | None, keep: int = MAX_HULL_PREDICTED) -> dict | None:
@@ -224,7 +232,8 @@ def candidate_page(
         sort=sort,
         check_page=check_page,
     )
-    return _finite(
+    return _out(
+        request,
         {
             "campaign": name,
             "page": page,
@@ -233,7 +242,7 @@ def candidate_page(
             "n_pages": max(1, math.ceil(table.total / per_page)),
             "model_iteration": table.model_iteration,
             "rows": table.rows,
-        }
+        },
     )
 
 
@@ -303,7 +312,8 @@ def index_page(request: Request) -> HTMLResponse:
     """The campaign list."""
     from alcampaign.serve.pages import INDEX
 
-    return HTMLResponse(INDEX.replace("{poll}", str(request.app.state.poll_seconds)))
+    page = INDEX.replace("{poll}", str(request.app.state.poll_seconds))
+    return HTMLResponse(_with_nonce(page, request))
 
 
 @router.get("/campaign/{name}", response_class=HTMLResponse, include_in_schema=False)
@@ -313,4 +323,11 @@ def campaign_page(name: str, request: Request) -> HTMLResponse:
 
     _campaign(_stores(request), name, ["name"])
     page = CAMPAIGN.replace("{poll}", str(request.app.state.poll_seconds))
-    return HTMLResponse(page.replace("{name}", html.escape(name, quote=True)))
+    page = page.replace("{name}", html.escape(name, quote=True))
+    return HTMLResponse(_with_nonce(page, request))
+
+
+def _with_nonce(page: str, request: Request) -> str:
+    """The page with this response's CSP nonce on each ``<script>`` (inline scripts
+    run only with it)."""
+    return page.replace("<script", f'<script nonce="{csp_nonce(request)}"')

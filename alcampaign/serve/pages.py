@@ -51,7 +51,7 @@ INDEX = (
     + """</head><body>
 <h1>Campaigns</h1>
 <p><small>Read-only view of the campaign stores; refreshes every {poll} s
-(0: on reload only). API: <a href="/docs">/docs</a></small></p>
+(0: on reload only). API schema: <a href="/openapi.json">/openapi.json</a></small></p>
 <p id="error"></p>
 <table id="campaigns"><thead><tr><th>campaign</th><th>system</th><th>state</th>
 <th>iteration</th><th>oracle calls</th><th>candidates</th>

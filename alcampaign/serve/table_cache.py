@@ -34,6 +34,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +242,23 @@ class CandidateTableCache:
             Called with the number of matching rows before the page is cut (raises
             for a page past the end).
         """
+        fidelity = doc["config"]["oracle"]["fidelity"]
+        with self._current(stores, doc, predict=True) as (entry, snap, over):
+            pred = entry.prediction
+            order = over.state_order if sort == "state" else snap.order(sort)
+            mask = self._mask(snap, over, search, state)
+            selected = order if mask is None else order[mask[order]]
+            check_page(len(selected))
+            chosen = selected[(page - 1) * per_page : page * per_page]
+            rows = [self._row(snap, over, pred, int(i), fidelity) for i in chosen]
+            model_iteration = None if entry.model_key is None else entry.model_iteration
+        return Page(total=len(selected), rows=rows, model_iteration=model_iteration)
+
+    @contextmanager
+    def _current(self, stores, doc, predict: bool = False):
+        """The campaign's entry brought up to date, held under its lock: yields
+        ``(entry, snapshot, overlay)``; predictions are refreshed only with
+        ``predict``."""
         name = doc["name"]
         fidelity = doc["config"]["oracle"]["fidelity"]
         entry = self._entry(name)
@@ -258,8 +276,10 @@ class CandidateTableCache:
             ["candidate_id", "energy_per_atom", "status"],
         )
         acquisitions = [a for a in doc.get("acquisitions") or [] if not a.get("cheap")]
-        its = stores.models.query({"campaign": name}, ["iteration"])
-        model_it = max((d["iteration"] for d in its), default=None)
+        model_it = None
+        if predict:
+            its = stores.models.query({"campaign": name}, ["iteration"])
+            model_it = max((d["iteration"] for d in its), default=None)
         with entry.lock:
             if entry.snapshot is None or entry.snapshot_key != snap_key:
                 entry.snapshot = _blocks_snapshot(stores, doc, blocks) or Snapshot.from_docs(
@@ -274,23 +294,85 @@ class CandidateTableCache:
             if entry.overlay is None or entry.overlay_key != over_key:
                 entry.overlay = _overlay(snap, labels, acquisitions)
                 entry.overlay_key = over_key
-            over = entry.overlay
-            if model_it is None:
-                entry.prediction, entry.model_key = None, None
-            elif entry.model_key != model_it:
-                head = latest_model(stores, name)
-                entry.prediction = self._predict(stores, name, snap, head)
-                entry.model_key = model_it
-                entry.model_iteration = None if head is None else head["iteration"]
-            pred = entry.prediction
-            order = over.state_order if sort == "state" else snap.order(sort)
-            mask = self._mask(snap, over, search, state)
-            selected = order if mask is None else order[mask[order]]
-            check_page(len(selected))
-            chosen = selected[(page - 1) * per_page : page * per_page]
-            rows = [self._row(snap, over, pred, int(i), fidelity) for i in chosen]
-            model_iteration = None if model_it is None else entry.model_iteration
-        return Page(total=len(selected), rows=rows, model_iteration=model_iteration)
+            if predict:
+                if model_it is None:
+                    entry.prediction, entry.model_key = None, None
+                elif entry.model_key != model_it:
+                    head = latest_model(stores, name)
+                    entry.prediction = self._predict(stores, name, snap, head)
+                    entry.model_key = model_it
+                    entry.model_iteration = None if head is None else head["iteration"]
+            yield entry, snap, entry.overlay
+
+    def select(
+        self,
+        stores: CampaignStores,
+        doc: dict,
+        *,
+        where: dict[str, Any],
+        sort: list[tuple[str, int]],
+        skip: int,
+        limit: int,
+    ) -> tuple[int, list[dict]]:
+        """Candidates of one campaign as the collection API serves them, from the
+        cached table: ``(number matching, documents of the page)``.
+
+        Parameters
+        ----------
+        where
+            Exact-match filters on ``candidate_id``, ``formula``, ``state`` and
+            ``acquisition.iteration``, and ``n_sites`` bounds as
+            ``{"n_sites": {"$gte": a, "$lte": b}}``.
+        sort
+            ``[(key, 1 or -1)]`` with keys among ``candidate_id``, ``formula``,
+            ``n_sites``, ``state`` (ties by id, ascending).
+        skip, limit
+            The page (``limit`` at least 1).
+        """
+        with self._current(stores, doc) as (_, snap, over):
+            n = len(snap.ids)
+            mask = np.ones(n, dtype=bool)
+            if "candidate_id" in where:
+                mask &= snap.ids == str(where["candidate_id"])
+            if "formula" in where:
+                f = where["formula"]
+                code = snap.formulas.index(f) if f in snap.formulas else -2
+                mask &= snap.formula_codes == code
+            if "state" in where:
+                s = where["state"]
+                mask &= over.state_codes == (over.states.index(s) if s in over.states else -2)
+            if "acquisition.iteration" in where:
+                it = where["acquisition.iteration"]
+                hit = [i for i, a in over.acquisition.items() if a.get("iteration") == it]
+                keep = np.zeros(n, dtype=bool)
+                keep[hit] = True
+                mask &= keep
+            for op, value in (where.get("n_sites") or {}).items():
+                cmp = {"$gte": np.greater_equal, "$lte": np.less_equal}[op]
+                mask &= snap.n_sites_have & cmp(np.nan_to_num(snap.n_sites), value)
+            order = _sorted(snap, over, sort)
+            selected = order[mask[order]]
+            chosen = selected[skip : skip + limit]
+            docs = [self._api_doc(snap, over, int(i), doc["name"]) for i in chosen]
+        return len(selected), docs
+
+    @staticmethod
+    def _api_doc(snap: Snapshot, over: Overlay, i: int, name: str) -> dict:
+        code = snap.formula_codes[i]
+        n_sites = snap.n_sites[i]
+        out = {
+            "campaign": name,
+            "candidate_id": str(snap.ids[i]),
+            "formula": snap.formulas[code] if code >= 0 else None,
+            "n_sites": (int(n_sites) if n_sites == int(n_sites) else float(n_sites))
+            if snap.n_sites_have[i]
+            else None,
+            "state": over.states[over.state_codes[i]] if over.state_codes[i] >= 0 else None,
+        }
+        acq = over.acquisition.get(i)
+        if acq:
+            out["acquisition"] = {k: acq.get(k) for k in ("iteration", "rule", "score")}
+        return out
 
     # -- parts ---------------------------------------------------------------------
 
@@ -350,6 +432,24 @@ class CandidateTableCache:
             "score": acq.get("score"),
             "relaxed": lab.get("status") == "success",
         }
+
+
+def _sorted(snap: Snapshot, over: Overlay, sort: list[tuple[str, int]]) -> np.ndarray:
+    """Row positions ordered by a few keys, each ascending (1) or descending (-1), ties
+    by id ascending; missing values sort lowest, as in MongoDB."""
+    if not sort or sort == [("candidate_id", 1)]:
+        return snap.order("candidate_id")
+    if len(sort) == 1 and sort[0][1] == 1:
+        return over.state_order if sort[0][0] == "state" else snap.order(sort[0][0])
+    idx = np.arange(len(snap.ids))
+    values = {
+        "candidate_id": idx,  # the snapshot is sorted by id
+        "formula": snap.formula_codes,  # codes index the sorted formulas; -1: none
+        "n_sites": np.where(snap.n_sites_have, np.nan_to_num(snap.n_sites), -np.inf),
+        "state": over.state_codes,  # codes index the sorted states; -1: none
+    }
+    keys = [idx] + [values[k] * direction for k, direction in reversed(sort)]
+    return np.lexsort(keys)  # the last key is the primary one
 
 
 def _blocks_snapshot(stores: CampaignStores, doc: dict, blocks: list | None) -> Snapshot | None:

@@ -15,33 +15,29 @@ served app answers requests from a thread pool.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from alcampaign.store.facade import CampaignStores
+from alcampaign.store.redaction import REDACTED, redact, redact_text
 
-# Keys whose values are never served: connection strings and anything credential-like.
-SECRET_KEY = re.compile(r"pass(word|wd)?$|secret|token|credential|api_?key|^uri$|_uri$|auth", re.I)
-REDACTED = "***redacted***"
+__all__ = [
+    "REDACTED",
+    "ReadOnlyCollection",
+    "ReadOnlyStore",
+    "UnsupportedQuery",
+    "read_only",
+    "redact",
+    "redact_text",
+]
+
+# The one redaction (by key and by value) lives in its own module; re-exported here.
 COLLECTIONS = ("candidates", "labels", "models", "campaigns")
 # A campaign is found by its name (whatever key the store file gives the collection).
 KEYS = {"campaigns": "name"}
 # Optional collections (``None`` where the store file has none).
 OPTIONAL = ("blocks",)
-
-
-def redact(obj: Any) -> Any:
-    """A copy of ``obj`` with the values of credential-like keys replaced."""
-    if isinstance(obj, dict):
-        return {
-            k: (REDACTED if isinstance(k, str) and SECRET_KEY.search(k) else redact(v))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
 
 
 class UnsupportedQuery(ValueError):
