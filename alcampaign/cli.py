@@ -23,6 +23,7 @@ from rich.table import Table
 from alcampaign.campaign.preflight import preflight
 from alcampaign.campaign.status import status_record
 from alcampaign.config import (
+    DEFAULT_MAX_CANDIDATES,
     EXTERNAL,
     CampaignConfig,
     ConfigError,
@@ -437,7 +438,9 @@ def enumerate_command(
     keep: Annotated[
         int | None, typer.Option(help="Keep at most N (smallest cells first, then by id).")
     ] = None,
-    max_candidates: Annotated[int | None, typer.Option(help="Refuse above N orderings.")] = None,
+    max_candidates: Annotated[
+        int, typer.Option(help="Refuse above N orderings (estimated before enumerating).")
+    ] = DEFAULT_MAX_CANDIDATES,
     prescreen: Annotated[bool, typer.Option(help="CHGNet prescreen.")] = True,
     forces: Annotated[bool, typer.Option(help="Prescreen forces and stress too.")] = False,
     relax_steps: Annotated[int, typer.Option(help="Short CHGNet relaxation steps.")] = 0,
@@ -462,7 +465,7 @@ def enumerate_command(
     except (ValueError, IndexError) as exc:
         raise _fail(f"--occupancy/--concentration: {exc}") from None
     raw = {
-        "name": name or structure.stem,
+        "name": structure.stem if name is None else name,
         "system": {"structure": str(structure.resolve()), "occupancies": occupancies or None},
         "enumeration": {
             "min_size": min_size,
