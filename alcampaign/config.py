@@ -97,8 +97,10 @@ def _check_expansion(root) -> None:
     def size(node) -> int:
         key = id(node)
         if key in sizes:
+            if sizes[key] < 0:
+                raise yaml.YAMLError("an alias refers to a value that contains it (a cycle)")
             return sizes[key]
-        sizes[key] = 1  # a recursive alias counts once (PyYAML refuses to construct it)
+        sizes[key] = -1  # in progress: meeting it again is a cycle
         total = 1
         if isinstance(node, yaml.SequenceNode):
             total += sum(size(n) for n in node.value)
