@@ -20,17 +20,18 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from alcampaign.campaign import lease
 from alcampaign.campaign.preflight import preflight
 from alcampaign.campaign.status import status_record
 from alcampaign.config import (
     DEFAULT_MAX_CANDIDATES,
-    EXTERNAL,
     CampaignConfig,
     ConfigError,
     alcampaign_home,
     format_validation_error,
     load_config,
 )
+from alcampaign.errors import CampaignNotFound
 from alcampaign.store.facade import open_stores
 from alcampaign.structures.enumeration import (
     EnumerationError,
@@ -116,12 +117,12 @@ class _JobFailures(logging.Handler):
 def _campaign_or_fail(store_file: Path | None, name: str):
     """Open the stores and read a campaign; exit 2 with a clear message if either fails."""
     try:
-        job_store, stores = open_stores(store_file)
+        job_store, stores = open_stores(store_file, must_exist=True)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     doc = stores.get_campaign(name)
     if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
+        raise _fail(str(CampaignNotFound(name)))
     return job_store, stores, doc
 
 
@@ -318,14 +319,26 @@ def run(
         job_store, stores = open_stores(store)
     except (ConfigError, EnumerationError) as exc:
         raise _fail(str(exc)) from None
-    if stores.get_campaign(cfg.name) is not None:
-        raise _fail(
-            f"a campaign named {cfg.name!r} exists in this store: continue it with "
-            f"'alcampaign resume {cfg.name}' or choose another --name"
-        )
+    exists = (
+        f"a campaign named {cfg.name!r} exists in this store: continue it with "
+        f"'alcampaign resume {cfg.name}' or choose another --name"
+    )
     setup["launch"] = launch
     flow = campaign_flow(cfg, parent)
-    _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
+    if manager != "local" and not launch:  # only submitted: the workers take the lease
+        if stores.get_campaign(cfg.name) is not None:
+            raise _fail(exists)
+        _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
+        return
+    # Created here, holding the lease, so no other process can drive it meanwhile.
+    owner = lease.new_owner()
+    config_doc = cfg.model_dump(mode="json")
+    if not stores.create_campaign_leased(
+        cfg.name, config_doc, owner, lease.LEASE_TTL, parent=parent.as_dict()
+    ):
+        raise _fail(exists)
+    with lease.campaign_lease(stores, cfg.name, owner, created=True):
+        _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
 def md_preflight(cfg) -> Structure:
@@ -547,70 +560,27 @@ def ingest(
 ) -> None:
     """Store answers from an external oracle (checked against their questions).
 
-    A file with any wrong answer is rejected whole, with an error naming it; answers
-    already stored are skipped (ingesting twice changes nothing).
+    Every file and answer is checked before anything is stored: with any wrong answer
+    (named with its file and line) nothing is stored and the exit code is 2. Answers
+    already stored with the same energy are skipped (ingesting twice changes nothing).
     """
-    from alcampaign.campaign.external import AnswerError, check_answer, read_answers
-    from alcampaign.store.facade import label_document
+    from alcampaign.campaign.external import ingest_answers
 
-    _, stores, doc = _campaign_or_fail(store, name)
-    config = CampaignConfig.model_validate(doc["config"])
-    fidelity = config.oracle.fidelity
-    table = {
-        d["candidate_id"]: d
-        for d in stores.candidate_table(name, ["state", "structure", "acquisition"])
-    }
-    labelled = {lab["candidate_id"] for lab in stores.get_labels(name, fidelity, ["status"])}
-    errors, stored, skipped = [], 0, 0
-    for path in paths:
-        try:
-            labels = []
-            for answer in read_answers(path):
-                cid = answer.candidate_id
-                if cid not in table:
-                    raise AnswerError(
-                        f"{answer.source}: unknown candidate id {cid!r} for campaign {name}"
-                    )
-                if cid in labelled:
-                    skipped += 1
-                    continue
-                if table[cid]["state"] != "requested":
-                    raise AnswerError(
-                        f"{answer.source}: candidate {cid} was not asked "
-                        f"(state {table[cid]['state']})"
-                    )
-                question = Structure.from_dict(table[cid]["structure"])
-                labels.append(
-                    label_document(
-                        name,
-                        cid,
-                        fidelity,
-                        oracle={"maker": EXTERNAL, "source": str(answer.source)},
-                        cost=config.oracle.cost,
-                        iteration=(table[cid].get("acquisition") or {}).get("iteration"),
-                        energy_per_atom=check_answer(answer, question),
-                        structure=answer.structure or question,
-                        forces=answer.forces,
-                        stress=answer.stress,
-                    )
-                )
-            # The whole file is checked before anything of it is stored.
-            stored += stores.add_labels(labels)
-            stores.set_state(name, [lab["candidate_id"] for lab in labels], "labelled")
-            labelled |= {lab["candidate_id"] for lab in labels}
-        except AnswerError as exc:
-            errors.append(str(exc))
-    if stored:
-        stores.update_counts(name, fidelity)
-    open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
+    try:
+        _, stores = open_stores(store, must_exist=True)
+        done = ingest_answers(stores, name, paths)
+    except (CampaignNotFound, ConfigError) as exc:
+        raise _fail(str(exc)) from None
     console.print(
-        f"stored {stored} answers ({skipped} already stored); {open_questions} "
-        f"questions still open; continue with 'alcampaign resume {name}'",
+        f"stored {done.stored} answers ({done.skipped} already stored); "
+        f"{done.open_questions} questions still open; continue with "
+        f"'alcampaign resume {name}'",
         highlight=False,
     )
-    for e in errors:
+    for e in done.errors:
         err_console.print(f"[bold red]rejected:[/] {e}", highlight=False)
-    if errors:
+    if done.errors:
+        err_console.print("nothing was stored: fix the answers above and ingest again")
         raise typer.Exit(2)
 
 
@@ -630,7 +600,7 @@ def report(
     from alcampaign.report.build import collect, write_report
 
     try:
-        _, stores = open_stores(store)
+        _, stores = open_stores(store, must_exist=True)
         data = collect(stores, name, baseline)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
@@ -653,7 +623,7 @@ def query(
     emax: Annotated[float | None, typer.Option(help="Highest energy per atom (eV/atom).")] = None,
     iteration: Annotated[int | None, typer.Option(help="Acquired in this iteration.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).", min=0)] = 50,
     store: StoreOption = None,
 ) -> None:
     """Read candidates and their labels back from the stores, with filters.
@@ -755,10 +725,19 @@ def resume(
     project: ProjectOption = None,
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="If another process is running the campaign, wait until it is done "
+            "(default: say who runs it and exit 0).",
+        ),
+    ] = False,
 ) -> None:
-    """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
-    from alcampaign.campaign.flows import resume_flow
+    """Continue a stored campaign from wherever it stopped (no label is lost or repeated).
 
+    One process at a time drives a campaign (the campaign lease).
+    """
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
         setup = _manager_setup(manager, store, launchpad, launch, jfr)
@@ -766,6 +745,24 @@ def resume(
         raise _fail(str(exc)) from None
     setup["launch"] = launch
     job_store, stores, doc = _campaign_or_fail(store, name)
+    if manager != "local" and not launch:
+        _resume(name, store, manager, setup, job_store, stores, doc, jfr)
+        return
+    try:
+        with lease.campaign_lease(stores, name, wait=float("inf") if wait else 0.0):
+            doc = stores.get_campaign(name)  # as the previous holder left it
+            _resume(name, store, manager, setup, job_store, stores, doc, jfr)
+    except lease.LeaseBusy as busy:
+        console.print(
+            f"{busy}: leaving it to that process (exit 0). Follow it with 'alcampaign "
+            f"status {name}', or wait for it with 'alcampaign resume {name} --wait'",
+            highlight=False,
+        )
+
+
+def _resume(name, store, manager, setup, job_store, stores, doc, jfr) -> None:
+    from alcampaign.campaign.flows import resume_flow
+
     if doc.get("kind") == "otf_md":
         from alcampaign.campaign.otf_md import md_resume_flow
 
@@ -797,17 +794,17 @@ def status(
 ) -> None:
     """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
     try:
-        _, stores = open_stores(store)
+        _, stores = open_stores(store, must_exist=True)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if name is None:
         campaigns = stores.list_campaigns()
         if not campaigns:
-            raise _fail("no campaign in this store yet: start one with 'alcampaign run CONFIG'", 1)
+            raise _fail("no campaign in this store yet: start one with 'alcampaign run CONFIG'")
         name = campaigns[0]["name"]
     doc = stores.get_campaign(name)
     if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store", 1)
+        raise _fail(str(CampaignNotFound(name)))
     if watch:
         _watch(stores, name, interval, max_updates)
         return
@@ -843,7 +840,8 @@ def serve(
     if poll < 0:
         raise _fail(f"--poll {poll}: must be 0 or more")
     try:
-        _, stores = open_stores(store)
+        _check_port_free(host, port)
+        _, stores = open_stores(store, must_exist=True)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -854,6 +852,27 @@ def serve(
         )
     console.print(f"dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     uvicorn.run(create_app(stores, poll_seconds=poll), host=host, port=port, log_level="warning")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError when ``host:port`` cannot be bound (in use, or not an address
+    of this machine), before the server starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror or exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "choose another --port"
+            ) from None
 
 
 def _waiting_for(stores, doc: dict) -> str:

@@ -267,6 +267,13 @@ class OracleConfig(_Strict):
     cheap: FidelityConfig | None = Field(
         None, description="A cheap fidelity linked to this one (acquisition.rule cost_aware)."
     )
+    plausible_window: float | None = Field(
+        5.0,
+        gt=0,
+        description="Ingested answers (eV/atom) must lie within this of the candidate's "
+        "CHGNet prescreen or cheap-fidelity energy (wide for DFT vs CHGNet, narrow for unit "
+        "errors); null: only the absolute bound of 100 eV/atom.",
+    )
 
     @field_validator("maker")
     @classmethod

@@ -246,7 +246,7 @@ def test_nothing_written_for_a_bad_config_on_a_fresh_machine(alc_home, write_con
 
 
 def test_status_and_resume_of_unknown_campaign(alc_home):
-    assert runner.invoke(app, ["status", "nope"]).exit_code == 1
+    assert runner.invoke(app, ["status", "nope"]).exit_code == 2
     assert runner.invoke(app, ["resume", "nope"]).exit_code == 2
 
 

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import socket
 import time
 from typing import Any
-from uuid import uuid4
 
 import numpy as np
 from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, OnMissing, Response, job
 from pymatgen.core import Structure
 from threadpoolctl import threadpool_limits
 
+from alcampaign.campaign import lease
 from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.science import learning
 from alcampaign.science.features import ClusterVectorFeaturizer
@@ -473,50 +471,6 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
     return {"n_new": n_new, "n_failed": n_failed, "n_oracle_calls": n_calls}
 
 
-# A decision takes seconds; the lease outlives a stuck holder on another host by this
-# much, while a dead holder on this host is recognised at once.
-LEASE_TTL = 600.0
-LEASE_WAIT = 120.0
-
-
-def lease_owner() -> str:
-    """``host:pid:job`` of the caller: unique per controller, and tells whether it lives."""
-    job_ = CURRENT_JOB.job
-    return f"{socket.gethostname()}:{os.getpid()}:{job_.uuid if job_ else uuid4()}"
-
-
-def _owner_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host in a process that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def take_lease(stores: CampaignStores, name: str, owner: str, wait: float | None = None) -> bool:
-    """Take the campaign lease, waiting up to ``wait`` seconds (default ``LEASE_WAIT``)
-    for a live holder and breaking the lease of a dead one (a controller killed on this
-    host)."""
-    deadline = time.monotonic() + (LEASE_WAIT if wait is None else wait)
-    while not stores.acquire_lease(name, owner, LEASE_TTL):
-        holder = ((stores.get_campaign(name) or {}).get("lease") or {}).get("owner")
-        if holder and _owner_dead(holder):
-            logger.warning("breaking the lease of %s (its process is gone)", holder)
-            stores.release_lease(name, holder)
-            continue
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def _design_block(stores: CampaignStores, name: str, kind: str, ids: list[str]) -> np.ndarray:
     """A block's values in the order of ``ids``, rebuilt once if its rows disagree."""
     got, values, _ = stores.read_block(name, kind)
@@ -543,23 +497,25 @@ def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     ``launch(iteration + 1)``. With external questions open and no new answer it only
     records ``waiting``.
     """
-    return decide_under_lease(_stores(), name, iteration, lease_owner())
+    job_ = CURRENT_JOB.job
+    owner = lease.new_owner(str(job_.uuid) if job_ else None)
+    return decide_under_lease(_stores(), name, iteration, owner)
 
 
 def decide_under_lease(
     stores: CampaignStores, name: str, iteration: int, owner: str
 ) -> Response | dict:
-    """The controller's work for ``owner``: take the lease, decide, give it back."""
-    if not take_lease(stores, name, owner):
+    """The controller's work for ``owner``: take the campaign lease (or run under the
+    one this process holds), decide while a heartbeat renews it, give it back."""
+    try:
+        with lease.campaign_lease(stores, name, owner, wait=lease.LEASE_WAIT):
+            # One BLAS thread: the decision's matrices are small, and OpenBLAS's threads
+            # made the evidence fits 15x slower on a busy 2-core machine.
+            with threadpool_limits(limits=1, user_api="blas"):
+                return _decide(stores, name, iteration)
+    except lease.LeaseBusy:
         logger.warning("controller %d of %s: another controller holds the lease", iteration, name)
         return {"skipped": "another controller holds the campaign lease"}
-    try:
-        # One BLAS thread: the decision's matrices are small, and OpenBLAS's threads
-        # made the evidence fits 15x slower on a busy 2-core machine.
-        with threadpool_limits(limits=1, user_api="blas"):
-            return _decide(stores, name, iteration)
-    finally:
-        stores.release_lease(name, owner)
 
 
 def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dict:
