@@ -2,7 +2,8 @@
 
 A uvicorn server started by the test serves the stored campaign from its embedded
 (montydb) store. The tests fail, rather than skip, when the browser is missing, unless
-``ALCAMPAIGN_SKIP_BROWSER=1`` (``scripts/setup.sh --browser``, run by ``scripts/test.sh``, installs it).
+``ALCAMPAIGN_SKIP_BROWSER=1`` (``scripts/setup.sh --browser``, run by ``scripts/test.sh``,
+installs it).
 """
 
 from __future__ import annotations
