@@ -132,6 +132,11 @@ def export_requests(
         )
     if frames:
         ase_write(out / "requested.extxyz", frames, format="extxyz")
+    return _write_manifest(out, campaign, fidelity, entries)
+
+
+def _write_manifest(out: Path, campaign: str, fidelity: str, entries: list[dict]) -> Path:
+    """``manifest.json``: the questions and what answer each expects."""
     manifest = out / "manifest.json"
     manifest.write_text(
         json.dumps(
@@ -380,7 +385,43 @@ def check_answer(answer: Answer, question: Structure, tolerance: dict | None = N
     return answer.energy / n_sites
 
 
-# -- with the stores (``alcampaign ingest``) ------------------------------------------
+# -- with the stores (``alcampaign export`` / ``alcampaign ingest``) --------------------
+
+
+@dataclass
+class Exported:
+    """What :func:`export_questions` wrote: how many questions, the manifest (``None``
+    when there were none) and the campaign's state."""
+
+    n_questions: int
+    manifest: Path | None
+    state: str | None
+
+
+def export_questions(stores, name: str, out: Path, fmt: str = "cif") -> Exported:
+    """Write a campaign's open external questions (candidates ``requested``) with a
+    manifest (:func:`export_requests`).
+
+    Raises
+    ------
+    CampaignNotFound
+        No campaign of that name.
+    ValueError
+        An unknown format.
+    """
+    from alcampaign.config import CampaignConfig
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    doc = stores.require_campaign(name)
+    requests = stores.candidate_table(name, ["structure", "acquisition"], {"state": "requested"})
+    if not requests:
+        return Exported(0, None, doc.get("state"))
+    fidelity = CampaignConfig.model_validate(doc["config"]).oracle.fidelity
+    manifest = export_requests(requests, name, fidelity, out, fmt)
+    return Exported(len(requests), manifest, doc.get("state"))
+
+
 
 # No material's energy reaches 100 eV/atom in magnitude; kJ/mol, meV or eV per cell of
 # a large cell do.
@@ -426,11 +467,8 @@ def ingest_answers(stores, name: str, paths: list[Path]) -> Ingested:
         No campaign of that name.
     """
     from alcampaign.config import CampaignConfig
-    from alcampaign.errors import CampaignNotFound
 
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise CampaignNotFound(name)
+    doc = stores.require_campaign(name)
     config = CampaignConfig.model_validate(doc["config"])
     fidelity = config.oracle.fidelity
     table = {
