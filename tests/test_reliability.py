@@ -13,6 +13,10 @@ logs every call's start and end with its pid. Invariants, per repetition:
   close: the answer dies with the process); never otherwise;
 * every process exits 0 (done, or "held by another process"), 2 (a ``resume``
   started before ``run`` created the campaign) or by the harness's SIGKILL.
+
+The first two ``resume`` processes leave at once when ``run`` holds the lease (exit 0);
+a slot whose process ended is restarted as ``resume --wait``, which waits for the lease
+and takes it over when its holder dies.
 """
 
 from __future__ import annotations
@@ -125,13 +129,14 @@ def run_once(tmp: Path, seed: int) -> dict:
         for i, proc in enumerate(slots):
             if proc.poll() is None:
                 continue
-            codes.append((" ".join(proc.args[3:5]), proc.returncode))
+            codes.append((" ".join(proc.args[3:]), proc.returncode))
             if proc.returncode not in (0, 2, -signal.SIGKILL):
                 raise AssertionError(
                     f"{proc.args[3:]} exited {proc.returncode}: {proc.stderr.read()}"
                 )
             proc.stderr.close()
-            slots[i] = None if state == "stopped" else _spawn(home, log, "resume", NAME)
+            # Restarted slots wait for the lease (and take over when its holder dies).
+            slots[i] = None if state == "stopped" else _spawn(home, log, "resume", NAME, "--wait")
         slots = [p for p in slots if p is not None]
         if not slots:
             break

@@ -116,7 +116,7 @@ def take_lease(
             continue  # given back meanwhile: try again
         if time.monotonic() >= deadline:
             return holder
-        time.sleep(POLL)
+        time.sleep(POLL if wait <= LEASE_WAIT else 1.0)  # a long wait polls gently
 
 
 class _Heartbeat(threading.Thread):
