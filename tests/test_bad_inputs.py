@@ -79,6 +79,7 @@ CONFIGS = {
     "yaml tab indent": ("name: x\n\tseed: 1\n", None, "yaml"),
     "alias bomb in oracle.kwargs": (f"{BOMB}name: bomb\n", None, "aliases"),
     "cyclic alias": ("name: &a [*a]\n", None, "cycle"),
+    "nested 5000 deep": ("a: " + "[" * 5000 + "]" * 5000 + "\n", None, "yaml"),
     "many aliases": ("a: &a 1\nb: [" + ", ".join(["*a"] * 150) + "]\n", None, "aliases"),
     "empty name": ({"name": ""}, None, "empty"),
     "name dot": ({"name": "."}, None, "name"),
