@@ -24,9 +24,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from alcampaign.campaign import lease
 from alcampaign.campaign.preflight import md_preflight, preflight
 from alcampaign.campaign.status import FINISHED, status_record, waiting_for
 from alcampaign.config import (
+    DEFAULT_MAX_CANDIDATES,
     CampaignConfig,
     ConfigError,
     alcampaign_home,
@@ -336,9 +338,21 @@ def run(
     except EnumerationError as exc:
         raise _fail(str(exc)) from None
     job_store, stores = open_stores(store)
-    _new_name(stores, cfg.name)
     _apply_resources(cfg.resources, workers)
-    _dispatch(campaign_flow(cfg, parent), manager, setup, job_store, cfg.name, stores, store, jfr)
+    flow = campaign_flow(cfg, parent)
+    if manager != "local" and not launch:  # only submitted: the workers' controllers lease
+        _new_name(stores, cfg.name)
+        _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
+        return
+    # Created here holding the lease, so no other process drives it meanwhile.
+    owner = lease.new_owner()
+    config_doc = cfg.model_dump(mode="json")
+    if not stores.create_campaign_leased(
+        cfg.name, config_doc, owner, lease.LEASE_TTL, parent=parent.as_dict()
+    ):
+        _new_name(stores, cfg.name)
+    with lease.campaign_lease(stores, cfg.name, owner, created=True):
+        _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
 def _md_summary_table(doc: dict) -> Table:
@@ -424,7 +438,7 @@ def _enumeration_config(structure: Path, name: str | None, options: dict) -> Cam
         raise _fail(f"--occupancy/--concentration: {exc}") from None
     prescreen = {k: options.pop(k) for k in ("prescreen", "forces", "relax_steps", "workers")}
     raw = {
-        "name": name or structure.stem,
+        "name": structure.stem if name is None else name,
         "system": {"structure": str(structure.resolve()), "occupancies": occupancies or None},
         "enumeration": {**options, "concentrations": concentrations or None},
         "prescreen": {"enabled": prescreen.pop("prescreen"), **prescreen},
@@ -461,7 +475,9 @@ def enumerate_command(
     keep: Annotated[
         int | None, typer.Option(help="Keep at most N (smallest cells first, then by id).")
     ] = None,
-    max_candidates: Annotated[int | None, typer.Option(help="Refuse above N orderings.")] = None,
+    max_candidates: Annotated[
+        int, typer.Option(help="Refuse above N orderings (estimated before enumerating).")
+    ] = DEFAULT_MAX_CANDIDATES,
     prescreen: Annotated[bool, typer.Option(help="CHGNet prescreen.")] = True,
     forces: Annotated[bool, typer.Option(help="Prescreen forces and stress too.")] = False,
     relax_steps: Annotated[int, typer.Option(help="Short CHGNet relaxation steps.")] = 0,
@@ -521,7 +537,7 @@ def export(
 
     if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    _, stores = open_stores(store)
+    _, stores = open_stores(store, must_exist=name)
     done = export_questions(stores, name, out, fmt)
     if not done.n_questions:
         console.print(f"campaign {name} has no open questions (state {done.state})")
@@ -540,12 +556,13 @@ def ingest(
 ) -> None:
     """Store answers from an external oracle (checked against their questions).
 
-    A file with any wrong answer is rejected whole, with an error naming it; answers
-    already stored are skipped (ingesting twice changes nothing).
+    Every file and answer is checked before anything is stored: with any wrong answer
+    (named with its file and line) nothing is stored and the exit code is 2. Answers
+    already stored with the same energy are skipped (ingesting twice changes nothing).
     """
     from alcampaign.campaign.external import ingest_answers
 
-    _, stores = open_stores(store)
+    _, stores = open_stores(store, must_exist=name)
     done = ingest_answers(stores, name, paths)
     console.print(
         f"stored {done.stored} answers ({done.skipped} already stored); "
@@ -556,6 +573,7 @@ def ingest(
     for e in done.errors:
         err_console.print(f"[bold red]rejected:[/] {e}", highlight=False)
     if done.errors:
+        err_console.print("nothing was stored: fix the answers above and ingest again")
         raise typer.Exit(2)
 
 
@@ -574,7 +592,7 @@ def report(
     """Plots and one self-contained HTML page of what a campaign learned and spent."""
     from alcampaign.report.build import collect, write_report
 
-    _, stores = open_stores(store)
+    _, stores = open_stores(store, must_exist=name)
     for campaign in (name, baseline):
         if campaign is not None:
             stores.require_campaign(campaign, ["name"])
@@ -606,7 +624,7 @@ def query(
     ] = "label",
     iteration: Annotated[int | None, typer.Option(help="Acquired in this iteration.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).", min=0)] = 50,
     store: StoreOption = None,
 ) -> None:
     """Read candidates back with their energies, each in its own column (eV/atom).
@@ -621,7 +639,7 @@ def query(
         raise _fail(f"--format {fmt!r}: choose table, json or csv")
     filters = QueryFilter(formula, state, iteration, emin, emax, energy)
     filters.check()
-    _, stores = open_stores(store)
+    _, stores = open_stores(store, must_exist=name)
     result = query_candidates(stores, name, filters)
     shown = result.rows if limit == 0 else result.rows[:limit]
     if fmt == "json":
@@ -680,16 +698,45 @@ def resume(
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
     workers: WorkersOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="If another process is running the campaign, wait until it is done "
+            "(default: say who runs it and exit 0).",
+        ),
+    ] = False,
 ) -> None:
-    """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
-    from alcampaign.campaign.flows import resume_flow
+    """Continue a stored campaign from wherever it stopped (no label is lost or repeated).
+
+    One process at a time drives a campaign (the campaign lease, see README).
+    """
     from alcampaign.campaign.managers import prepare_manager
 
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     setup = prepare_manager(manager, store, launchpad, launch, jfr)
-    job_store, stores = open_stores(store)
+    job_store, stores = open_stores(store, must_exist=name)
     doc = stores.require_campaign(name)
     _apply_resources((doc.get("config") or {}).get("resources"), workers)
+    if manager != "local" and not launch:
+        _resume(name, store, manager, setup, job_store, stores, doc, jfr)
+        return
+    try:
+        with lease.campaign_lease(stores, name, wait=float("inf") if wait else 0.0):
+            doc = stores.require_campaign(name)  # as the previous holder left it
+            _resume(name, store, manager, setup, job_store, stores, doc, jfr)
+    except lease.LeaseBusy as busy:
+        console.print(
+            f"{busy}: leaving it to that process (exit 0). Follow it with 'alcampaign "
+            f"status {name}', or wait for it with 'alcampaign resume {name} --wait'",
+            highlight=False,
+        )
+
+
+def _resume(name, store, manager, setup, job_store, stores, doc, jfr) -> None:
+    """Continue ``doc``'s campaign (under the lease when run here)."""
+    from alcampaign.campaign.flows import resume_flow
+
     if doc.get("kind") == "otf_md":
         from alcampaign.campaign.otf_md import md_resume_flow
 
@@ -720,7 +767,7 @@ def status(
     max_updates: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
-    _, stores = open_stores(store)
+    _, stores = open_stores(store, must_exist=name or True)
     if name is None:
         campaigns = stores.list_campaigns()
         if not campaigns:
@@ -776,7 +823,8 @@ def serve(
         hosts = [normalise_host(h) for h in hosts]
     except ValueError as exc:
         raise _fail(f"--allowed-host: {exc}") from None
-    _, stores = open_stores(store)
+    check_port_free(host, port)
+    _, stores = open_stores(store, must_exist=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address "
@@ -788,6 +836,27 @@ def serve(
     install_log_redaction()
     app = create_app(stores, poll_seconds=poll, allowed_hosts=hosts)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError when ``host:port`` cannot be bound (in use, or not an address
+    of this machine), before the server starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror or exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "choose another --port"
+            ) from None
 
 
 def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:

@@ -36,6 +36,105 @@ class ConfigError(ValueError):
     """A campaign config or store file that cannot be used; the message says what to fix."""
 
 
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = re.compile(r"[\w.-]+")
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    """A campaign name that is safe as a database key and as a folder name.
+
+    Letters, digits, ``_``, ``.`` and ``-``; not empty, not ``.`` or ``..`` (a run folder
+    named so would be the home folder or its parent), at most ``MAX_NAME_LENGTH``
+    characters (file systems refuse longer names).
+
+    Raises
+    ------
+    ValueError
+        The name breaks one of these rules (the message says which).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string, not {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} is empty")
+    if name in (".", ".."):
+        raise ValueError(f"{what} {name!r} is not a usable name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} has {len(name)} characters; at most {MAX_NAME_LENGTH}")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: use letters, digits, '_', '.' and '-' only")
+    return name
+
+
+CampaignName = Annotated[str, AfterValidator(check_name)]
+
+# YAML aliases are expanded when a config is validated: a few lines of nested aliases
+# ("billion laughs") would expand to billions of nodes. Refuse beyond these.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose aliases expand too far."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._n_aliases = getattr(self, "_n_aliases", 0) + 1
+            if self._n_aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(
+                    f"more than {MAX_YAML_ALIASES} aliases (*name); write the values out"
+                )
+        return super().compose_node(parent, index)
+
+
+def _check_expansion(root) -> None:
+    """Count the nodes of ``root`` with every alias expanded (memoised per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] < 0:
+                raise yaml.YAMLError("an alias refers to a value that contains it (a cycle)")
+            return sizes[key]
+        sizes[key] = -1  # in progress: meeting it again is a cycle
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(n) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        sizes[key] = total
+        if total > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"the document expands to more than {MAX_YAML_NODES} values through its aliases"
+            )
+        return total
+
+    if root is not None:
+        size(root)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with alias expansion limited (see ``MAX_YAML_NODES``).
+
+    Raises
+    ------
+    yaml.YAMLError
+        Not YAML, or aliases that expand beyond the limits.
+    """
+    loader = _LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,16 +159,20 @@ class SystemConfig(_Strict):
     symprec: float = Field(0.01, gt=0, description="Symmetry tolerance of the primitive cell.")
 
 
+DEFAULT_MAX_CANDIDATES = 200_000
+
+
 class EnumerationConfig(_Strict):
     """Derivative-structure enumeration (icet)."""
 
     min_size: int = Field(1, ge=1, description="Smallest supercell, in primitive cells.")
     max_size: int = Field(4, ge=1, le=24, description="Largest supercell, in primitive cells.")
-    max_candidates: int | None = Field(
-        None,
+    max_candidates: int = Field(
+        DEFAULT_MAX_CANDIDATES,
         ge=1,
-        description="Refuse (before anything is written) if more orderings than "
-        "this pass the filters.",
+        description="Refuse, before enumerating, when the estimated number of orderings "
+        "exceeds this, and while enumerating, when more than this pass the filters. "
+        "Raise it explicitly for a bigger pool.",
     )
     concentrations: dict[str, float] | None = Field(
         None,
@@ -166,6 +269,13 @@ class OracleConfig(_Strict):
     cost: float = Field(1.0, gt=0, description="Cost of one call, in your unit of choice.")
     cheap: FidelityConfig | None = Field(
         None, description="A cheap fidelity linked to this one (acquisition.rule cost_aware)."
+    )
+    plausible_window: float | None = Field(
+        5.0,
+        gt=0,
+        description="Ingested answers (eV/atom) must lie within this of the candidate's "
+        "CHGNet prescreen or cheap-fidelity energy (wide for DFT vs CHGNet, narrow for unit "
+        "errors); null: only the absolute bound of 100 eV/atom.",
     )
 
     @field_validator("maker")
@@ -289,7 +399,10 @@ class ResourcesConfig(_Strict):
 class CampaignConfig(_Strict):
     """A whole campaign, as read from YAML."""
 
-    name: str = Field(description="Campaign name (unique in its store).", pattern=r"^[\w.-]+$")
+    name: CampaignName = Field(
+        description="Campaign name (unique in its store): letters, digits, '_', '.', '-'; "
+        "1 to 100 characters; not '.' or '..'."
+    )
     seed: int = Field(0, description="Seed of every random choice of the campaign.")
     system: SystemConfig
     enumeration: EnumerationConfig = EnumerationConfig()
@@ -319,6 +432,24 @@ class CampaignConfig(_Strict):
                 f"stopping.max_oracle_calls ({self.stopping.max_oracle_calls})"
             )
         return self
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped).
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or is not text.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}); is it a binary file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -408,7 +539,7 @@ def load_yaml_model(
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load_yaml(read_text(path, "config file"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -485,9 +616,9 @@ def read_store_spec(path: str | Path, expand: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"store file {path} does not exist")
-    text = path.read_text()
+    text = read_text(path, "store file")
     try:
-        spec = yaml.safe_load(expand_env(text) if expand else text)
+        spec = safe_load_yaml(expand_env(text) if expand else text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"store file {path} is not valid YAML: {exc}") from None
     validate_store_spec(spec, str(path))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the bundled demo campaign (fcc Cu-Au, CHGNet prescreen, EMT oracle)
 # to its stopping rule on the embedded store ($ALCAMPAIGN_HOME, default ~/.alcampaign).
+# Installs Python packages into .venv only: no system package (no sudo, no apt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

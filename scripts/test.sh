@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up (if needed), then run the test suite. Extra arguments go to pytest.
+# Set up (if needed, with the browser for the dashboard tests), then run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 .venv/bin/python -m ruff check .
 # The default run skips @pytest.mark.slow tests (CI budget: well under 15 minutes on
 # 2 cores); `bash scripts/test.sh -m "slow or not slow"` runs every test.

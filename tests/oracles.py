@@ -48,6 +48,42 @@ INTERRUPT_AT = [0]
 
 
 @dataclass
+class CountingEmtMaker(EmtRelaxMaker):
+    """EMT single points that log each call's start and end, with the candidate id and
+    the pid, to the file named by ``$ALCAMPAIGN_ORACLE_LOG`` (one JSON line each, appended
+    and flushed), after ``$ALCAMPAIGN_ORACLE_SLEEP`` seconds of pretended work."""
+
+    name: str = "counting EMT"
+    steps: int = 1
+    relax_cell: bool = False
+
+    def run_ase(self, mol_or_struct, prev_dir=None):
+        import json
+        import os
+        import time
+
+        from alcampaign.structures.enumeration import candidate_id
+
+        log = os.environ["ALCAMPAIGN_ORACLE_LOG"]
+        cid = candidate_id(mol_or_struct)
+
+        def note(event: str) -> None:
+            line = json.dumps({"event": event, "cid": cid, "pid": os.getpid(), "t": time.time()})
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, (line + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        note("start")
+        time.sleep(float(os.environ.get("ALCAMPAIGN_ORACLE_SLEEP", "0")))
+        result = super().run_ase(mol_or_struct, prev_dir=prev_dir)
+        note("end")
+        return result
+
+
+@dataclass
 class KillOnceEmtRelaxMaker(EmtRelaxMaker):
     """EMT relaxation whose process kills itself (SIGKILL) on its first call of a run
     in which the file named by ``$ALCAMPAIGN_TEST_KILL_FLAG`` does not exist yet."""

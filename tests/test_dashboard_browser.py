@@ -2,7 +2,8 @@
 
 A uvicorn server started by the test serves the stored campaign from its embedded
 (montydb) store. The tests fail, rather than skip, when the browser is missing, unless
-``ALCAMPAIGN_SKIP_BROWSER=1`` (``scripts/setup.sh`` installs it in CI).
+``ALCAMPAIGN_SKIP_BROWSER=1`` (``scripts/setup.sh --browser``, run by ``scripts/test.sh``,
+installs it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def browser(tmp_path_factory):
     if missing:
         pytest.fail(
             f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
-            "(scripts/setup.sh does), or set ALCAMPAIGN_SKIP_BROWSER=1"
+            "(scripts/setup.sh --browser does), or set ALCAMPAIGN_SKIP_BROWSER=1"
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from alcampaign.campaign import controller
+from alcampaign.campaign import controller, lease
 from alcampaign.store.facade import CampaignStores
 
 CONFIG = {
@@ -62,7 +62,7 @@ def _dead_pid() -> int:
 
 
 def test_a_live_holder_keeps_the_lease_and_nothing_is_acquired(stores, monkeypatch):
-    monkeypatch.setattr(controller, "LEASE_WAIT", 0.3)
+    monkeypatch.setattr(lease, "LEASE_WAIT", 0.3)
     holder = f"{socket.gethostname()}:{1}:other-controller"  # pid 1 is alive
     assert stores.acquire_lease("lease", holder, ttl=60)
     out = controller.decide_under_lease(stores, "lease", 0, "me")

@@ -23,14 +23,13 @@ never both acquire. The step's outcome is a plain dict; the ``controller`` job i
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from alcampaign.campaign import lease
 from alcampaign.campaign.context import load_campaign
 from alcampaign.campaign.documents import (
     AcquisitionEntry,
@@ -44,10 +43,6 @@ from alcampaign.store.facade import CampaignStores, now
 
 logger = logging.getLogger("alcampaign")
 
-# A decision takes seconds; the lease outlives a stuck holder on another host by this
-# much, while a dead holder on this host is recognised at once.
-LEASE_TTL = 600.0
-LEASE_WAIT = 120.0
 
 
 def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
@@ -332,48 +327,16 @@ def controller_step(stores: CampaignStores, name: str, iteration: int) -> dict:
 # -- the lease -------------------------------------------------------------------------
 
 
-def _owner_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host in a process that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def take_lease(stores: CampaignStores, name: str, owner: str, wait: float | None = None) -> bool:
-    """Take the campaign lease, waiting up to ``wait`` seconds (default ``LEASE_WAIT``)
-    for a live holder and breaking the lease of a dead one (a controller killed on this
-    host)."""
-    deadline = time.monotonic() + (LEASE_WAIT if wait is None else wait)
-    while not stores.acquire_lease(name, owner, LEASE_TTL):
-        holder = ((stores.get_campaign(name) or {}).get("lease") or {}).get("owner")
-        if holder and _owner_dead(holder):
-            logger.warning("breaking the lease of %s (its process is gone)", holder)
-            stores.release_lease(name, holder)
-            continue
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def decide_under_lease(stores: CampaignStores, name: str, iteration: int, owner: str) -> dict:
-    """The controller's work for ``owner`` (``host:pid:job``): take the lease, run
-    :func:`controller_step`, give the lease back."""
-    if not take_lease(stores, name, owner):
+    """The controller's work for ``owner`` (``host:pid:job``): take the campaign lease
+    (or run under the one this thread holds, as ``alcampaign run``/``resume`` do), run
+    :func:`controller_step` while a heartbeat renews it, give it back."""
+    try:
+        with lease.campaign_lease(stores, name, owner, wait=lease.LEASE_WAIT):
+            # One BLAS thread: the decision's matrices are small, and OpenBLAS's threads
+            # made the evidence fits 15x slower on a busy 2-core machine.
+            with threadpool_limits(limits=1, user_api="blas"):
+                return controller_step(stores, name, iteration)
+    except lease.LeaseBusy:
         logger.warning("controller %d of %s: another controller holds the lease", iteration, name)
         return {"skipped": "another controller holds the campaign lease"}
-    try:
-        # One BLAS thread: the decision's matrices are small, and OpenBLAS's threads
-        # made the evidence fits 15x slower on a busy 2-core machine.
-        with threadpool_limits(limits=1, user_api="blas"):
-            return controller_step(stores, name, iteration)
-    finally:
-        stores.release_lease(name, owner)

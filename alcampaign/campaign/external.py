@@ -21,6 +21,7 @@ structure within a tolerance. Every failure is an :class:`AnswerError` naming th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -168,57 +169,101 @@ def read_answers(path: Path) -> list[Answer]:
     Raises
     ------
     AnswerError
-        The path cannot be read, or an answer in it lacks an id or an energy.
+        The path cannot be read, or an answer in it lacks an id or an energy; the
+        message names the file and, where there is one, the line.
     """
     path = Path(path)
     if not path.exists():
         raise AnswerError(f"{path}: no such file or directory")
-    if path.is_dir():
-        return [_read_vasp_dir(path)]
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_table(path, _csv_rows(path))
-    if suffix == ".json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise AnswerError(f"{path}: not valid JSON ({exc})") from None
-        if isinstance(rows, dict):
-            rows = rows.get("answers", [rows])
-        return _read_table(path, rows)
-    return _read_ase(path)
+    try:
+        if path.is_dir():
+            return [_read_vasp_dir(path)]
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return _read_table(path, _csv_rows(path))
+        if suffix == ".json":
+            return _read_table(path, _json_rows(path))
+        return _read_ase(path)
+    except AnswerError:
+        raise
+    except Exception as exc:  # a reader's own error on a malformed file: named, never a trace
+        raise AnswerError(f"{path}: could not be read ({type(exc).__name__}: {exc})") from None
 
 
-def _csv_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def _text(path: Path) -> str:
+    """A text file's content (a UTF-8 byte-order mark is dropped)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AnswerError(
+            f"{path}: line {line}: not UTF-8 text (byte {exc.start}); is it a binary file?"
+        ) from None
+
+
+def _json_rows(path: Path) -> list[tuple[str, dict]]:
+    try:
+        rows = json.loads(_text(path))
+    except json.JSONDecodeError as exc:
+        raise AnswerError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(rows, dict):
+        rows = rows.get("answers", [rows])
+    if not isinstance(rows, list):
+        raise AnswerError(
+            f"{path}: line 1: holds a {type(rows).__name__}; expected a list of answers "
+            "({candidate_id, energy or energy_per_atom}) or {\"answers\": [...]}"
+        )
+    return [(f"answer {i + 1}", row) for i, row in enumerate(rows)]
+
+
+def _csv_rows(path: Path) -> list[tuple[str, dict]]:
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    rows = []
+    try:
+        for row in reader:
+            rows.append((f"line {reader.line_num}", row))
+    except csv.Error as exc:
+        raise AnswerError(f"{path}: line {reader.line_num}: {exc}") from None
+    if reader.fieldnames is not None and "candidate_id" not in reader.fieldnames:
+        raise AnswerError(
+            f"{path}: line 1: the header {reader.fieldnames} has no candidate_id column "
+            "(expected candidate_id and energy or energy_per_atom)"
+        )
+    return rows
 
 
 def _float(value, what: str, path: Path) -> float | None:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
+    if isinstance(value, bool):
+        raise AnswerError(f"{path}: {what} {value!r} is not a number")
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise AnswerError(f"{path}: {what} {value!r} is not a number") from None
     if not np.isfinite(out):
         raise AnswerError(f"{path}: {what} is {out}")
     return out
 
 
-def _read_table(path: Path, rows: list[dict]) -> list[Answer]:
+def _read_table(path: Path, rows: list[tuple[str, dict]]) -> list[Answer]:
     answers = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not row.get("candidate_id"):
-            raise AnswerError(f"{path}: row {i + 1} has no candidate_id")
-        energy = _float(row.get("energy"), f"row {i + 1} energy", path)
-        per_atom = _float(row.get("energy_per_atom"), f"row {i + 1} energy_per_atom", path)
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise AnswerError(f"{path}: {where} is a {type(row).__name__}, not a mapping")
+        cid = row.get("candidate_id")
+        if not isinstance(cid, str | int) or isinstance(cid, bool) or not str(cid).strip():
+            raise AnswerError(f"{path}: {where} has no candidate_id")
+        energy = _float(row.get("energy"), f"{where} energy", path)
+        per_atom = _float(row.get("energy_per_atom"), f"{where} energy_per_atom", path)
         if energy is None and per_atom is None:
             raise AnswerError(
-                f"{path}: row {i + 1} ({row['candidate_id']}) has no energy "
+                f"{path}: {where} ({cid}) has no energy "
                 "(give energy in eV per cell or energy_per_atom)"
             )
-        answers.append(Answer(str(row["candidate_id"]).strip(), str(path), energy, per_atom))
+        answer = Answer(str(cid).strip(), f"{path} ({where})", energy, per_atom)
+        answers.append(answer)
     if not answers:
         raise AnswerError(f"{path}: holds no answers")
     return answers
@@ -268,7 +313,15 @@ def _read_ase(path: Path) -> list[Answer]:
 
 def _read_vasp_dir(path: Path) -> Answer:
     meta = path / "alcampaign.json"
-    cid = json.loads(meta.read_text())["candidate_id"] if meta.exists() else path.name
+    cid = path.name
+    if meta.exists():
+        try:
+            info = json.loads(_text(meta))
+        except json.JSONDecodeError as exc:
+            raise AnswerError(f"{meta}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(info, dict) or not isinstance(info.get("candidate_id"), str):
+            raise AnswerError(f"{meta}: line 1: needs {{\"candidate_id\": \"...\"}}")
+        cid = info["candidate_id"]
     try:
         from emmet.core.tasks import TaskDoc
 
@@ -369,6 +422,12 @@ def export_questions(stores, name: str, out: Path, fmt: str = "cif") -> Exported
     return Exported(len(requests), manifest, doc.get("state"))
 
 
+
+# No material's energy reaches 100 eV/atom in magnitude; kJ/mol, meV or eV per cell of
+# a large cell do.
+MAX_ABS_ENERGY = 100.0
+
+
 @dataclass
 class Ingested:
     """What :func:`ingest_answers` did.
@@ -378,11 +437,11 @@ class Ingested:
     stored
         Answers stored now.
     skipped
-        Answers already stored (ingesting twice changes nothing).
+        Answers already stored with the same energy (ingesting twice changes nothing).
     open_questions
         External questions still without an answer.
     errors
-        One message per rejected file (nothing of such a file is stored).
+        One message per rejected answer or file; when there is any, nothing is stored.
     """
 
     stored: int = 0
@@ -392,13 +451,15 @@ class Ingested:
 
 
 def ingest_answers(stores, name: str, paths: list[Path]) -> Ingested:
-    """Store answers of an external oracle, each checked against its question.
+    """Store answers of an external oracle, all checked before anything is stored.
 
-    Every file is read and checked whole before anything of it is stored: a file with
-    any wrong answer (unknown candidate, a candidate that was not asked, another
-    composition or structure) is rejected with an error naming it, and the others are
-    stored. Answers already stored are skipped. The candidates answered move to
-    ``labelled`` and the campaign's counts are updated.
+    Every file is read and every answer checked against its question (known and asked
+    candidate, same composition and structure, a plausible energy: finite, within
+    ``MAX_ABS_ENERGY`` and within ``oracle.plausible_window`` of the candidate's CHGNet
+    or cheap-fidelity energy). A candidate answered twice with different energies (in
+    the files, or against the stored label) is rejected; identical repeats count once.
+    Only when every answer passes are the new labels stored, in one write; otherwise
+    nothing is, and every problem is reported.
 
     Raises
     ------
@@ -412,59 +473,127 @@ def ingest_answers(stores, name: str, paths: list[Path]) -> Ingested:
     fidelity = config.oracle.fidelity
     table = {
         d["candidate_id"]: d
-        for d in stores.candidate_table(name, ["state", "structure", "acquisition"])
+        for d in stores.candidate_table(
+            name, ["state", "structure", "acquisition", "prescreen.energy_per_atom"]
+        )
     }
-    labelled = {lab["candidate_id"] for lab in stores.get_labels(name, fidelity, ["status"])}
+    stored = {
+        lab["candidate_id"]: lab for lab in stores.get_labels(name, fidelity, ["energy_per_atom"])
+    }
+    cheap = {}
+    if config.oracle.cheap is not None:
+        cheap = {
+            lab["candidate_id"]: lab.get("energy_per_atom")
+            for lab in stores.get_labels(name, config.oracle.cheap.fidelity, ["energy_per_atom"])
+        }
     report = Ingested()
+    new: dict[str, tuple[dict, str]] = {}
     for path in paths:
         try:
-            labels, skipped = _file_labels(path, name, config, table, labelled)
+            answers = read_answers(path)
         except AnswerError as exc:
             report.errors.append(str(exc))
             continue
-        report.skipped += skipped
-        report.stored += stores.add_labels(labels)
-        stores.set_state(name, [lab["candidate_id"] for lab in labels], "labelled")
-        labelled |= {lab["candidate_id"] for lab in labels}
-    if report.stored:
-        stores.update_counts(name, fidelity)
-    report.open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
+        for answer in answers:
+            try:
+                label = _checked_label(answer, name, config, table, cheap)
+            except AnswerError as exc:
+                report.errors.append(str(exc))
+                continue
+            _merge(label, answer.source, stored, new, report)
+    report.open_questions = sum(d["state"] == "requested" for d in table.values())
+    if report.errors or not new:
+        return report
+    labels = [label for label, _ in new.values()]
+    report.stored = stores.add_labels(labels)
+    stores.set_state(name, list(new), "labelled")
+    stores.update_counts(name, fidelity)
+    report.open_questions -= sum(table[cid]["state"] == "requested" for cid in new)
     return report
 
 
-def _file_labels(
-    path: Path, name: str, config, table: dict[str, dict], labelled: set[str]
-) -> tuple[list[dict], int]:
-    """The label documents of one answer file (all checked), and how many of its
-    answers are stored already. Raises AnswerError for the first wrong answer."""
+def _merge(label: dict, source: str, stored: dict, new: dict, report: Ingested) -> None:
+    """Add a checked label unless it repeats one (same energy: skipped; another
+    energy: an error naming both sources)."""
+    cid, energy = label["candidate_id"], label["energy_per_atom"]
+    before = stored.get(cid)
+    if before is not None:
+        if _same(before.get("energy_per_atom"), energy):
+            report.skipped += 1
+        else:
+            report.errors.append(
+                f"{source}: candidate {cid} is answered already with "
+                f"{before.get('energy_per_atom')} eV/atom; this answer says {energy:.6g}"
+            )
+        return
+    if cid in new:
+        other, where = new[cid]
+        if _same(other["energy_per_atom"], energy):
+            report.skipped += 1
+        else:
+            report.errors.append(
+                f"{source}: candidate {cid} answered twice with different energies "
+                f"({energy:.6g} here, {other['energy_per_atom']:.6g} eV/atom in {where})"
+            )
+        return
+    new[cid] = (label, source)
+
+
+def _same(a: float | None, b: float) -> bool:
+    return a is not None and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def _checked_label(answer: Answer, name: str, config, table: dict, cheap: dict) -> dict:
+    """The label document of one answer, after every check (raises AnswerError)."""
     from alcampaign.config import EXTERNAL
     from alcampaign.store.facade import label_document
 
-    labels, skipped = [], 0
-    for answer in read_answers(path):
-        cid = answer.candidate_id
-        if cid not in table:
-            raise AnswerError(f"{answer.source}: unknown candidate id {cid!r} for campaign {name}")
-        if cid in labelled:
-            skipped += 1
-            continue
-        if table[cid]["state"] != "requested":
-            raise AnswerError(
-                f"{answer.source}: candidate {cid} was not asked (state {table[cid]['state']})"
-            )
-        question = Structure.from_dict(table[cid]["structure"])
-        labels.append(
-            label_document(
-                name,
-                cid,
-                config.oracle.fidelity,
-                oracle={"maker": EXTERNAL, "source": str(answer.source)},
-                cost=config.oracle.cost,
-                iteration=(table[cid].get("acquisition") or {}).get("iteration"),
-                energy_per_atom=check_answer(answer, question),
-                structure=answer.structure or question,
-                forces=answer.forces,
-                stress=answer.stress,
-            )
+    cid = answer.candidate_id
+    if cid not in table:
+        raise AnswerError(f"{answer.source}: unknown candidate id {cid!r} for campaign {name}")
+    if table[cid]["state"] not in ("requested", "labelled"):
+        raise AnswerError(
+            f"{answer.source}: candidate {cid} was not asked (state {table[cid]['state']})"
         )
-    return labels, skipped
+    question = Structure.from_dict(table[cid]["structure"])
+    energy = check_answer(answer, question)
+    reference = cheap.get(cid)
+    if reference is None:
+        reference = (table[cid].get("prescreen") or {}).get("energy_per_atom")
+    check_plausible(energy, reference, config.oracle.plausible_window, f"{answer.source} ({cid})")
+    return label_document(
+        name,
+        cid,
+        config.oracle.fidelity,
+        oracle={"maker": EXTERNAL, "source": str(answer.source)},
+        cost=config.oracle.cost,
+        iteration=(table[cid].get("acquisition") or {}).get("iteration"),
+        energy_per_atom=energy,
+        structure=answer.structure or question,
+        forces=answer.forces,
+        stress=answer.stress,
+    )
+
+
+def check_plausible(
+    energy: float, reference: float | None, window: float | None, where: str
+) -> None:
+    """Refuse an energy per atom that is not finite, beyond ``MAX_ABS_ENERGY``, or more
+    than ``window`` from ``reference`` (the candidate's CHGNet or cheap energy).
+
+    Raises
+    ------
+    AnswerError
+        Saying what is implausible and what to check (units: eV per atom).
+    """
+    if not np.isfinite(energy) or abs(energy) > MAX_ABS_ENERGY:
+        raise AnswerError(
+            f"{where}: energy {energy:.6g} eV/atom is not plausible (|E| > {MAX_ABS_ENERGY}); "
+            "check the unit (eV) and whether it is per cell (energy) or per atom"
+        )
+    if window is not None and reference is not None and abs(energy - reference) > window:
+        raise AnswerError(
+            f"{where}: energy {energy:.6g} eV/atom is {abs(energy - reference):.3g} eV/atom from "
+            f"the candidate's reference {reference:.6g} (more than oracle.plausible_window="
+            f"{window}); check the unit, or widen the window in the config"
+        )

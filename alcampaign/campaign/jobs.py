@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from typing import Any
-from uuid import uuid4
 
 import numpy as np
 from jobflow import CURRENT_JOB, Flow, Job, Response, job
@@ -47,6 +44,7 @@ from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Structure
 
 from alcampaign.campaign import controller as _controller
+from alcampaign.campaign import lease
 from alcampaign.campaign.context import INGEST_JOB, STORE_JOB, job_stores, load_campaign
 from alcampaign.campaign.documents import AcquisitionEntry, Candidate
 from alcampaign.campaign.ingest import ingest_answers, label_for, register
@@ -411,7 +409,7 @@ def ingest_labels(name: str, answers: list[dict]) -> dict:
 def lease_owner() -> str:
     """``host:pid:job`` of the caller: unique per controller, and tells whether it lives."""
     job_ = CURRENT_JOB.job
-    return f"{socket.gethostname()}:{os.getpid()}:{job_.uuid if job_ else uuid4()}"
+    return lease.new_owner(str(job_.uuid) if job_ else None)
 
 
 @job(config=STORE_JOB)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from alcampaign.config import (
+    CampaignName,
     ImportPath,
     _Strict,
     load_yaml_model,
@@ -168,7 +169,7 @@ class MDStoppingConfig(_Strict):
 class MDCampaignConfig(_Strict):
     """An on-the-fly MD campaign, as read from YAML."""
 
-    name: str = Field(description="Campaign name (unique in its store).", pattern=r"^[\w.-]+$")
+    name: CampaignName = Field(description="Campaign name (unique in its store); see check_name.")
     seed: int = Field(0, description="Seed of every random choice.")
     system: MDSystemConfig
     potential: PotentialConfig = PotentialConfig()

@@ -22,6 +22,7 @@ and mongomock, an ``update_one`` loop on montydb, which has no ``bulk_write``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -51,8 +52,9 @@ def answered_state(status: str | None) -> str:
 
 
 BLOCK_ROWS = 5000
-# Serialises lease taking within a process: MongoDB's find_one_and_update is atomic
-# across processes, mongomock's and montydb's are not even across threads.
+# Serialises lease changes within a process: MongoDB's find_one_and_update is atomic
+# across processes, mongomock's and montydb's are not even across threads (the embedded
+# store adds a file lock across processes: CampaignStores.lease_mutex).
 _LEASE_LOCK = threading.Lock()
 # Block kinds and the candidate field each mirrors (used to rebuild a missing block).
 BLOCK_FIELDS = {
@@ -424,26 +426,80 @@ class CampaignStores:
 
     # -- lease -------------------------------------------------------------------
 
-    def acquire_lease(self, campaign: str, owner: str, ttl: float) -> bool:
-        """Take the campaign's lease for ``ttl`` seconds if it is free, expired or
-        already ``owner``'s: one atomic ``find_one_and_update`` (on MongoDB; montydb
-        serialises within one process only)."""
+    def lease_mutex(self):
+        """A lock that serialises lease changes: across processes on the embedded store
+        (an OS-enforced file lock next to the database, released by the kernel when its
+        process dies), within the process otherwise (MongoDB's ``find_one_and_update``
+        is atomic across processes and machines by itself)."""
+        path = getattr(self.campaigns, "database_path", None)
+        if path is None:
+            return contextlib.nullcontext()  # callers hold _LEASE_LOCK as well
+        from filelock import FileLock
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return FileLock(str(Path(path) / ".lease.lock"))
+
+    def acquire_lease(
+        self, campaign: str, owner: str, ttl: float, breakable: Sequence[str] = ()
+    ) -> bool:
+        """Take the campaign's lease for ``ttl`` seconds if it is free, expired, already
+        ``owner``'s or held by one of ``breakable`` (owners known to be dead): one
+        atomic ``find_one_and_update`` under :meth:`lease_mutex`."""
         t = time.time()
-        with _LEASE_LOCK:
+        free = [{"lease": None}, {"lease.expires": {"$lt": t}}, {"lease.owner": owner}]
+        free += [{"lease.owner": dead} for dead in breakable]
+        with self.lease_mutex(), _LEASE_LOCK:
             taken = self.campaigns._collection.find_one_and_update(
-                {
-                    "name": campaign,
-                    "$or": [{"lease": None}, {"lease.expires": {"$lt": t}}, {"lease.owner": owner}],
-                },
+                {"name": campaign, "$or": free},
                 {"$set": {"lease": {"owner": owner, "expires": t + ttl, "since": now()}}},
             )
         return taken is not None
 
+    def renew_lease(self, campaign: str, owner: str, ttl: float) -> bool:
+        """Extend ``owner``'s lease by ``ttl`` seconds from now; ``False`` if it lost it."""
+        with self.lease_mutex(), _LEASE_LOCK:
+            kept = self.campaigns._collection.find_one_and_update(
+                {"name": campaign, "lease.owner": owner},
+                {"$set": {"lease.expires": time.time() + ttl}},
+            )
+        return kept is not None
+
+    def lease_holder(self, campaign: str) -> dict | None:
+        """The lease (``owner``, ``expires``, ``since``) if someone holds it unexpired."""
+        doc = self.campaigns._collection.find_one({"name": campaign}, projection={"lease": 1})
+        lease = (doc or {}).get("lease")
+        if not lease or lease.get("expires", 0) < time.time():
+            return None
+        return lease
+
     def release_lease(self, campaign: str, owner: str) -> None:
         """Give the lease back if ``owner`` holds it."""
-        self.campaigns._collection.update_one(
-            {"name": campaign, "lease.owner": owner}, {"$set": {"lease": None}}
-        )
+        with self.lease_mutex(), _LEASE_LOCK:
+            self.campaigns._collection.update_one(
+                {"name": campaign, "lease.owner": owner}, {"$set": {"lease": None}}
+            )
+
+    def create_campaign_leased(
+        self, name: str, config: dict, owner: str, ttl: float, **fields: Any
+    ) -> bool:
+        """Create a campaign holding ``owner``'s lease, unless a campaign of that name
+        exists (``False``): the check and the insert under :meth:`lease_mutex`, so two
+        processes starting the same campaign cannot both create it."""
+        lease = {"owner": owner, "expires": time.time() + ttl, "since": now()}
+        with self.lease_mutex(), _LEASE_LOCK:
+            if self.get_campaign(name) is not None:
+                return False
+            self.create_campaign(name, config, lease=lease, **fields)
+        return True
+
+    def heartbeat_copy(self) -> CampaignStores:
+        """Stores a heartbeat thread may use: a separate connection on the embedded
+        store (one sqlite connection per thread), the same stores otherwise."""
+        if getattr(self.campaigns, "database_path", None) is None:
+            return self
+        campaigns = type(self.campaigns).from_dict(self.campaigns.as_dict())
+        campaigns.connect()
+        return CampaignStores(self.candidates, self.labels, self.models, campaigns, self.blocks)
 
     # -- acquisitions ------------------------------------------------------------
 
@@ -615,9 +671,29 @@ def _composition_matrix(docs: Sequence[dict]) -> tuple[np.ndarray, list[str]]:
     return values.reshape(len(docs), len(elements)), elements
 
 
-def open_stores(store_file: str | Path | None = None) -> tuple[Any, CampaignStores]:
+def open_stores(
+    store_file: str | Path | None = None, must_exist: bool | str = False
+) -> tuple[Any, CampaignStores]:
     """The JobStore of a store file (default: the embedded one), connected and checked
-    with :func:`connect_job_store`, and the campaign collections on it."""
-    job_store = load_job_store(store_file)
+    with :func:`connect_job_store`, and the campaign collections on it.
+
+    ``must_exist``: for commands that only work on stored campaigns (status, query,
+    resume, ...): an embedded database that does not exist yet is not created, so such
+    a command never creates files; it raises CampaignNotFound when ``must_exist`` is
+    the campaign's name, else ConfigError.
+    """
+    spec = embedded_store_spec() if store_file is None else read_store_spec(store_file)
+    if must_exist:
+        for sub in [spec["docs_store"], *spec.get("additional_stores", {}).values()]:
+            path = sub.get("database_path") if isinstance(sub, dict) else None
+            if path is not None and not (Path(path).is_dir() and any(Path(path).iterdir())):
+                if isinstance(must_exist, str):
+                    raise CampaignNotFound(must_exist)
+                raise ConfigError(
+                    f"no campaign database at {path} yet (nothing was run with this store): "
+                    "start a campaign with 'alcampaign run CONFIG', or pick the store with "
+                    "--store / $ALCAMPAIGN_HOME"
+                )
+    job_store = job_store_from_spec(spec)
     connect_job_store(job_store)
     return job_store, CampaignStores.from_job_store(job_store)
