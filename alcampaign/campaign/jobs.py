@@ -589,7 +589,12 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
     ids, raw, _ = stores.read_block(name, "features")
     if config.features.kind == "chgnet_embedding":
         raw = _design_block(stores, name, "embedding", ids)
-    X = learning.design_features(config.features.kind, raw)
+    cheap_energy = None
+    if learning.uses_cheap_energy(config):
+        cheap_energy = _design_block(stores, name, "prescreen_energy", ids)[:, 0]
+    X, columns = learning.design_matrix(
+        config, raw, cheap_energy, (doc.get("enumeration") or {}).get("featurizer")
+    )
     row = {cid: i for i, cid in enumerate(ids)}
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
@@ -603,6 +608,7 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         np.array([lab["energy_per_atom"] for lab in good]),
         np.array([row[lab["candidate_id"]] for lab in good_cheap], dtype=int),
         np.array([lab["energy_per_atom"] for lab in good_cheap]),
+        columns=columns,
     )
     n_calls = len(dear)
     cost = float(sum(lab.get("cost") or 0.0 for lab in labels))

@@ -25,7 +25,9 @@ from alcampaign.science.acquisition import (
     make_rule,
     multi_fidelity_rows,
 )
+from alcampaign.science.bce import BayesianClusterExpansion
 from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.priors import ColumnInfo
 from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
 
@@ -41,6 +43,45 @@ def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
     std = raw.std(axis=0)
     z = (raw - raw.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return np.column_stack([np.ones(len(raw)), z])
+
+
+def uses_cheap_energy(config: CampaignConfig) -> bool:
+    """Whether the surrogate gets the prescreen energy as a delta-learning column."""
+    s = config.surrogate
+    return (
+        config.prescreen.enabled
+        and s.cheap_energy != "off"
+        and not s.classic
+        and config.acquisition.rule != "cost_aware"
+    )
+
+
+def design_matrix(
+    config: CampaignConfig,
+    raw: np.ndarray,
+    cheap: np.ndarray | None = None,
+    featurizer: dict | None = None,
+) -> tuple[np.ndarray, ColumnInfo]:
+    """Surrogate rows of every candidate and what each column is.
+
+    ``raw`` as :func:`design_features`; ``cheap``: the prescreen energy per atom of each
+    candidate, appended centred on its pool mean when :func:`uses_cheap_energy`;
+    ``featurizer``: the enumeration's featurizer description, whose cluster ``order``
+    and ``diameter`` lists feed the hierarchical prior (without them every column gets
+    one prior level).
+    """
+    X = design_features(config.features.kind, raw)
+    meta = featurizer or {}
+    if config.features.kind == "cluster_vector" and len(meta.get("order") or []) == X.shape[1]:
+        info = ColumnInfo.clusters(meta["order"], meta["diameter"])
+    else:
+        info = ColumnInfo.generic(X.shape[1])
+    if cheap is not None and uses_cheap_energy(config):
+        c = np.asarray(cheap, dtype=float).reshape(-1)
+        c = np.nan_to_num(c - np.nanmean(c)) if np.isfinite(c).any() else np.zeros_like(c)
+        X = np.column_stack([X, c])
+        info = ColumnInfo(np.r_[info.order, -1], np.r_[info.diameter, 0.0], np.r_[info.cheap, True])
+    return X, info
 
 
 @dataclass
@@ -62,6 +103,7 @@ class TrainingData:
     dear_y: np.ndarray
     cheap_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
     cheap_y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    columns: ColumnInfo | None = None  # what each column of X is (design_matrix)
 
 
 @dataclass
@@ -87,12 +129,30 @@ class FittedModel:
         return p
 
 
-def _new_surrogate(config: CampaignConfig, center: bool) -> Surrogate:
+def _new_surrogate(
+    config: CampaignConfig, center: bool, columns: ColumnInfo | None = None
+) -> Surrogate:
+    """The configured surrogate; ``columns`` describe the model rows (cluster metadata)."""
     s = config.surrogate
-    kwargs = {"alpha": s.alpha, "beta": s.beta, "center": center}
+    if s.classic:
+        kwargs = {"alpha": s.alpha, "beta": s.beta, "center": center}
+        if s.kind == "ensemble":
+            kwargs.update(n_members=s.n_members, seed=config.seed)
+        return make_surrogate(s.kind, **kwargs)
+
+    def base() -> BayesianClusterExpansion:
+        return BayesianClusterExpansion(
+            beta=s.beta,
+            center=center,
+            columns=columns,
+            prior=s.prior,
+            select_basis=s.basis == "evidence",
+            cheap=s.cheap_energy,
+        )
+
     if s.kind == "ensemble":
-        kwargs.update(n_members=s.n_members, seed=config.seed)
-    return make_surrogate(s.kind, **kwargs)
+        return make_surrogate("ensemble", n_members=s.n_members, seed=config.seed, base=base)
+    return base()
 
 
 def fit_and_validate(
@@ -120,13 +180,18 @@ def fit_and_validate(
         offsets = (mu_d, mu_c)
     else:
         rows, y, kind, offsets = X[data.dear_index], data.dear_y, None, (0.0, 0.0)
-    model = _new_surrogate(config, center=not mf).fit(rows, y, kind)
+    columns = data.columns
+    if mf and columns is not None:  # joint rows: the shared part, then the correction
+        columns = ColumnInfo(
+            np.tile(columns.order, 2), np.tile(columns.diameter, 2), np.tile(columns.cheap, 2)
+        )
+    model = _new_surrogate(config, center=not mf, columns=columns).fit(rows, y, kind)
     fitted = FittedModel(model, mf, offsets)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     if validate and data.dear_y.size >= 3:
         groups = np.r_[np.arange(data.dear_y.size), -np.ones(data.cheap_y.size, dtype=int)]
         cv = cross_validate(
-            lambda: _new_surrogate(config, center=not mf),
+            lambda: _new_surrogate(config, center=not mf, columns=columns),
             rows,
             y,
             config.stopping.cv_folds,
@@ -144,7 +209,9 @@ def fit_and_validate(
 def assess_domain(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
     """Mahalanobis distance, leverage and flags of every candidate."""
     d = config.domain
-    domain = ApplicabilityDomain(d.mahalanobis_threshold, d.leverage_threshold, d.quantile)
+    domain = ApplicabilityDomain(
+        d.mahalanobis_threshold, d.leverage_threshold, d.quantile, ridge=d.ridge
+    )
     domain.fit(X[train])
     out = domain.assess(X)
     out["limits"] = {"mahalanobis": domain.mahalanobis_limit_, "leverage": domain.leverage_limit_}
