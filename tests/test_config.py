@@ -31,6 +31,10 @@ def test_valid_config_resolves_structure_path(write_config):
         ({"features": {"cutoffs": [-1.0]}}, "features.cutoffs"),
         ({"colour": "blue"}, "colour"),
         ({"name": "has spaces"}, "name"),
+        ({"surrogate": {"prior": "ard"}}, "surrogate.prior"),
+        ({"surrogate": {"basis": "all"}}, "surrogate.basis"),
+        ({"surrogate": {"cheap_energy": "yes"}}, "surrogate.cheap_energy"),
+        ({"domain": {"ridge": -1.0}}, "domain.ridge"),
     ],
 )
 def test_bad_field_is_named(write_config, change, field):
@@ -116,3 +120,14 @@ def test_rule_and_fidelity_consistency(write_config):
         )
     with pytest.raises(ConfigError, match="prescreen"):
         load_config(write_config(small_config_dict(features={"kind": "chgnet_embedding"})))
+
+
+def test_cheap_energy_on_needs_the_prescreen(write_config):
+    bad = small_config_dict(surrogate={"cheap_energy": "on"}, prescreen={"enabled": False})
+    with pytest.raises(ConfigError, match="cheap_energy on needs prescreen"):
+        load_config(write_config(bad))
+    cfg = load_config(write_config(small_config_dict()))
+    assert (cfg.surrogate.prior, cfg.surrogate.basis, cfg.surrogate.cheap_energy) == (
+        "hierarchical", "evidence", "auto"
+    )
+    assert not cfg.surrogate.classic

@@ -291,6 +291,11 @@ def select(
         pool = Pool(Prediction(np.zeros(n), np.ones(n), np.ones(n)))
     else:
         pred = fitted.predict(Xp)
+        if rule_name == "mutual_information" and config.surrogate.kind == "ensemble":
+            # The information of a label about the weights needs their full-rank
+            # covariance, not the committee spread (see BootstrapEnsemble.covariance_).
+            rows = fitted.rows(Xp)
+            pred.epistemic_var = ((rows @ fitted.model.covariance_) * rows).sum(axis=1)
         pool = Pool(
             pred,
             X=fitted.rows(Xp),
