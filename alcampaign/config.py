@@ -206,6 +206,15 @@ class SurrogateConfig(_Strict):
         "prescreen.enabled (ignored by acquisition.rule cost_aware).",
     )
 
+    @model_validator(mode="after")
+    def _alpha_only_classic(self) -> SurrogateConfig:
+        if self.alpha is not None and not self.classic:
+            raise ValueError(
+                "surrogate.alpha (one prior precision) needs prior: isotropic, basis: fixed "
+                "and cheap_energy: off; the other priors have their own hyperparameters"
+            )
+        return self
+
     @property
     def classic(self) -> bool:
         """Isotropic prior on the fixed basis without the cheap energy: the plain

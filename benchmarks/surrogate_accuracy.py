@@ -116,8 +116,13 @@ def run_pair(pair: str, seeds: int, max_labels: int, offer: list[float]) -> list
         "floor_old_basis": floor(data["X_old"], y, BayesianLinearRegression),
         "floor_largest_basis": floor(data["X_big"], y, BayesianLinearRegression),
     }
-    head = {"pair": pair, "n_candidates": len(y), "n_offered": data["X_big"].shape[1],
-            "ten_percent": n10, **{k: v * 1e3 for k, v in floors.items()}}
+    head = {
+        "pair": pair,
+        "n_candidates": len(y),
+        "n_offered": data["X_big"].shape[1],
+        "ten_percent": n10,
+        **{k: v * 1e3 for k, v in floors.items()},
+    }
     print(json.dumps({"floors_meV": head}), flush=True)
     rows = []
     for name, (X, make) in variants(data).items():
@@ -125,8 +130,12 @@ def run_pair(pair: str, seeds: int, max_labels: int, offer: list[float]) -> list
             for seed in range(seeds):
                 for n, rmse, sec, info in curve(X, y, make, strategy, seed, schedule):
                     row = {
-                        "pair": pair, "variant": name, "strategy": strategy, "seed": seed,
-                        "n_labels": n, "rmse_meV": round(rmse * 1e3, 3),
+                        "pair": pair,
+                        "variant": name,
+                        "strategy": strategy,
+                        "seed": seed,
+                        "n_labels": n,
+                        "rmse_meV": round(rmse * 1e3, 3),
                         "fit_s": round(sec, 3),
                         "n_columns": info.get("basis", {}).get("n_columns", X.shape[1]),
                         "cheap_used": info.get("cheap_energy", {}).get("used", False),
@@ -139,14 +148,21 @@ def run_pair(pair: str, seeds: int, max_labels: int, offer: list[float]) -> list
 
 def summarise(head: dict, rows: list[dict]) -> dict:
     """Median and worst case over seeds at 30 labels and at 10 % of the pool."""
+
     def at(variant, strategy, n):
-        v = [r["rmse_meV"] for r in rows
-             if (r["variant"], r["strategy"], r["n_labels"]) == (variant, strategy, n)]
+        v = [
+            r["rmse_meV"]
+            for r in rows
+            if (r["variant"], r["strategy"], r["n_labels"]) == (variant, strategy, n)
+        ]
         return (float(np.median(v)), float(np.max(v))) if v else (None, None)
 
     n10 = head["ten_percent"]
-    out = {"pair": head["pair"], "floor_meV": round(head["floor_largest_basis"], 2),
-           "floor_old_basis_meV": round(head["floor_old_basis"], 2)}
+    out = {
+        "pair": head["pair"],
+        "floor_meV": round(head["floor_largest_basis"], 2),
+        "floor_old_basis_meV": round(head["floor_old_basis"], 2),
+    }
     for strategy in ("random", "max_variance"):
         for n in (30, n10):
             old, new = at("old", strategy, n), at("new", strategy, n)
@@ -154,7 +170,8 @@ def summarise(head: dict, rows: list[dict]) -> dict:
                 continue
             key = f"{strategy}_{n}"
             out[key] = {
-                "old_median": round(old[0], 2), "new_median": round(new[0], 2),
+                "old_median": round(old[0], 2),
+                "new_median": round(new[0], 2),
                 "new_worst": round(new[1], 2),
                 "reduction": round(1 - new[0] / old[0], 3),
                 "new_over_floor": round(new[0] / head["floor_largest_basis"], 3),
@@ -172,16 +189,19 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
     for ax, (pair, (head, rows)) in zip(axes[0], results.items(), strict=True):
         for (variant, strategy), style in {
-            ("old", "random"): "C0--", ("old", "max_variance"): "C0-",
-            ("new", "random"): "C3--", ("new", "max_variance"): "C3-",
+            ("old", "random"): "C0--",
+            ("old", "max_variance"): "C0-",
+            ("new", "random"): "C3--",
+            ("new", "max_variance"): "C3-",
         }.items():
             sel = [r for r in rows if (r["variant"], r["strategy"]) == (variant, strategy)]
             ns = sorted({r["n_labels"] for r in sel})
             med = [np.median([r["rmse_meV"] for r in sel if r["n_labels"] == n]) for n in ns]
             ax.plot(ns, med, style, label=f"{variant}, {strategy}")
         ax.axhline(head["floor_largest_basis"], color="k", lw=0.8, label="floor, largest basis")
-        ax.axhline(1.25 * head["floor_largest_basis"], color="k", lw=0.8, ls=":",
-                   label="1.25 x floor")
+        ax.axhline(
+            1.25 * head["floor_largest_basis"], color="k", lw=0.8, ls=":", label="1.25 x floor"
+        )
         ax.set_title(f"{pair} ({head['n_candidates']} candidates)")
         ax.set_xlabel("labels")
         ax.set_yscale("log")
@@ -194,7 +214,9 @@ def plot(results: dict, path: Path) -> None:
 def timing(n_clusters: int = 200, n_labels: int = 1000, seed: int = 0) -> dict:
     """Seconds to fit with evidence optimisation: one basis, and the scan over sub-bases."""
     rng = np.random.default_rng(seed)
-    order = np.r_[0, 1, np.full(n_clusters // 2 - 1, 2), np.full(n_clusters - n_clusters // 2 - 1, 3)]
+    order = np.r_[
+        0, 1, np.full(n_clusters // 2 - 1, 2), np.full(n_clusters - n_clusters // 2 - 1, 3)
+    ]
     diameter = np.where(order >= 2, 2.7 + 6 * rng.random(n_clusters), 0.0)
     X = np.column_stack([np.ones(n_labels), rng.uniform(-1, 1, (n_labels, n_clusters - 1))])
     w = rng.normal(size=n_clusters) * 0.02 * np.exp(-np.where(order >= 2, diameter - 2.7, 0))

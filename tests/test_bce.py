@@ -43,12 +43,23 @@ def test_evidence_equals_numerical_integration_on_two_parameters():
     def integrand(w2, w1):
         r = y - X @ np.array([w1, w2])
         like = (beta / (2 * np.pi)) ** 3 * np.exp(-0.5 * beta * r @ r)
-        prior = np.sqrt(alpha.prod()) / (2 * np.pi) * np.exp(-0.5 * (alpha[0] * w1**2 + alpha[1] * w2**2))
+        prior = (
+            np.sqrt(alpha.prod())
+            / (2 * np.pi)
+            * np.exp(-0.5 * (alpha[0] * w1**2 + alpha[1] * w2**2))
+        )
         return like * prior
 
     m, sd = model.mean_, np.sqrt(np.diag(model.covariance_))
-    val, _ = dblquad(integrand, m[0] - 10 * sd[0], m[0] + 10 * sd[0],
-                     m[1] - 10 * sd[1], m[1] + 10 * sd[1], epsabs=0, epsrel=1e-10)
+    val, _ = dblquad(
+        integrand,
+        m[0] - 10 * sd[0],
+        m[0] + 10 * sd[0],
+        m[1] - 10 * sd[1],
+        m[1] + 10 * sd[1],
+        epsabs=0,
+        epsrel=1e-10,
+    )
     assert model.log_evidence() == pytest.approx(np.log(val), abs=1e-6)
 
 
@@ -60,19 +71,26 @@ def test_evidence_gradient_equals_finite_differences():
     T, _ = prior_design(info, "hierarchical")
     p = np.r_[np.linspace(4, 8, T.shape[1]), np.log(1e4), np.log(1e4)]
     nan = np.full(len(S), np.nan)
-    _, grad, _ = model._evidence(S, T, p[: T.shape[1]], p[T.shape[1]:], nan)
+    _, grad, _ = model._evidence(S, T, p[: T.shape[1]], p[T.shape[1] :], nan)
     for i in range(T.shape[1] + 1):  # theta and log beta (no force rows)
         h = np.zeros_like(p)
         h[i] = 1e-5
-        up = model._evidence(S, T, (p + h)[: T.shape[1]], (p + h)[T.shape[1]:], nan)[0]
-        dn = model._evidence(S, T, (p - h)[: T.shape[1]], (p - h)[T.shape[1]:], nan)[0]
+        up = model._evidence(S, T, (p + h)[: T.shape[1]], (p + h)[T.shape[1] :], nan)[0]
+        dn = model._evidence(S, T, (p - h)[: T.shape[1]], (p - h)[T.shape[1] :], nan)[0]
         assert grad[i] == pytest.approx((up - dn) / 2e-5, rel=1e-4, abs=1e-6)
 
 
 def test_prior_precisions_as_documented():
     info = ColumnInfo.clusters(ORDER, DIAMETER, n_cheap=1)
-    theta = {"order_0": 1.0, "order_1": 2.0, "order_2": 3.0, "order_3": 5.0,
-             "diameter_slope_2": 0.5, "diameter_slope_3": 2.0, "cheap": 0.0}
+    theta = {
+        "order_0": 1.0,
+        "order_1": 2.0,
+        "order_2": 3.0,
+        "order_3": 5.0,
+        "diameter_slope_2": 0.5,
+        "diameter_slope_3": 2.0,
+        "cheap": 0.0,
+    }
     alpha = prior_precisions(info, "hierarchical", theta)
     d_nn = 2.5
     expected = []
@@ -100,7 +118,7 @@ def test_nested_bases_are_nested_and_end_with_the_offer():
     for mask in bases:
         assert mask[:2].all() and mask[-1]  # zerolet, singlet and the cheap column: always
         for o in (2, 3):  # each order keeps its shortest clusters first
-            cols = np.flatnonzero((info.order == o))
+            cols = np.flatnonzero(info.order == o)
             kept = mask[cols]
             assert not np.any(kept[1:] & ~kept[:-1])
     sizes = [m.sum() for m in bases]
@@ -125,8 +143,10 @@ def test_evidence_chooses_the_basis_and_records_every_alternative():
 def test_prior_auto_picks_the_higher_evidence():
     X, y, _ = toy(seed=2)
     info = ColumnInfo.clusters(ORDER, DIAMETER)
-    fits = {p: BayesianClusterExpansion(columns=info, prior=p, select_basis=False).fit(X[:30], y[:30])
-            for p in ("hierarchical", "isotropic", "auto")}
+    fits = {
+        p: BayesianClusterExpansion(columns=info, prior=p, select_basis=False).fit(X[:30], y[:30])
+        for p in ("hierarchical", "isotropic", "auto")
+    }
     best = max(fits["hierarchical"].log_evidence(), fits["isotropic"].log_evidence())
     assert fits["auto"].log_evidence() == pytest.approx(best, abs=1e-4)
 
@@ -161,7 +181,9 @@ def test_delta_term_is_kept_when_the_cheap_energy_informs():
     Xc = np.column_stack([X, cheap - cheap.mean()])
     with_cheap = BayesianClusterExpansion(columns=info).fit(Xc[:40], target[:40])
     doc = with_cheap.to_dict()
-    assert doc["cheap_energy"]["used"] and doc["cheap_energy"]["weight"][0] == pytest.approx(1, abs=0.2)
+    assert doc["cheap_energy"]["used"] and doc["cheap_energy"]["weight"][0] == pytest.approx(
+        1, abs=0.2
+    )
     without = BayesianClusterExpansion(columns=ColumnInfo.clusters(ORDER, DIAMETER)).fit(
         X[:40], target[:40]
     )

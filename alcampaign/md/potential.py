@@ -24,7 +24,8 @@ differences of the energy (tests/test_potential.py).
 
 The weights come from :class:`~alcampaign.science.surrogate.BayesianLinearRegression` fitted
 to one energy row per atom (``sum_i q_i / n``, target ``E / n``) and ``3 n`` force rows
-(``-sum_i dq_i/dr_j``) per labelled frame, so every prediction carries its epistemic variance ``x^T A^-1 x``.
+(``-sum_i dq_i/dr_j``) per labelled frame, so every prediction carries its epistemic
+variance ``x^T A^-1 x``.
 Extrapolation is judged per atom on the environment descriptors ``q_i``
 (:func:`fit_environment_domain`: Mahalanobis distance and leverage against the
 training environments). :class:`UncertainPotentialCalculator` wraps it all as an ASE

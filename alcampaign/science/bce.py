@@ -159,9 +159,7 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         d_log_beta[~active] = 0.0
         return float(log_e), np.r_[T.T @ d_log_alpha, d_log_beta], (L, m, alpha, betas)
 
-    def _optimise(
-        self, option: _Option, info: ColumnInfo, warm: _Option | None = None
-    ) -> _Option:
+    def _optimise(self, option: _Option, info: ColumnInfo, warm: _Option | None = None) -> _Option:
         S = np.flatnonzero(option.mask)
         sub = ColumnInfo(info.order[S], info.diameter[S], info.cheap[S])
         fixed_alpha = np.where(sub.cheap, self.cheap_precision, np.nan)
@@ -174,8 +172,10 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         fixed_beta = [self.beta, self.beta_force]
         free_beta = [fixed_beta[g] is None and st["n"][g] > 0 for g in (ENERGY, FORCE)]
         log_b0 = np.array(
-            [np.log(fixed_beta[g]) if fixed_beta[g] is not None else np.log(10.0 / var)
-             for g in (ENERGY, FORCE)]
+            [
+                np.log(fixed_beta[g]) if fixed_beta[g] is not None else np.log(10.0 / var)
+                for g in (ENERGY, FORCE)
+            ]
         )
         if not st["n"][FORCE] > 0 and fixed_beta[FORCE] is None:
             log_b0[FORCE] = log_b0[ENERGY]
@@ -196,15 +196,28 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         )
         starts = [np.r_[theta0, log_b0]]
         if warm is not None and warm.names is not None:
-            starts.insert(0, np.r_[[dict(zip(warm.names, warm.theta, strict=True)).get(nm, t)
-                                    for nm, t in zip(names, theta0, strict=True)],
-                                   warm.log_betas])
+            starts.insert(
+                0,
+                np.r_[
+                    [
+                        dict(zip(warm.names, warm.theta, strict=True)).get(nm, t)
+                        for nm, t in zip(names, theta0, strict=True)
+                    ],
+                    warm.log_betas,
+                ],
+            )
         lo, hi = np.array(bounds).T
         best = None
         for x0 in starts:
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                res = minimize(neg, np.clip(x0, lo, hi), jac=True, method="L-BFGS-B",
-                               bounds=bounds, options={"ftol": 1e-8, "gtol": 1e-4})
+                res = minimize(
+                    neg,
+                    np.clip(x0, lo, hi),
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"ftol": 1e-8, "gtol": 1e-4},
+                )
             if best is None or res.fun < best.fun:
                 best = res
         option.theta, option.log_betas = best.x[:k], best.x[k:]
@@ -233,8 +246,9 @@ class BayesianClusterExpansion(BayesianLinearRegression):
             for c in cheap:
                 for p in priors:
                     warm = best if best is not None and best.prior == p else None
-                    level.append(self._optimise(_Option(mask & (~info.cheap | c), p, c),
-                                                info, warm))
+                    level.append(
+                        self._optimise(_Option(mask & (~info.cheap | c), p, c), info, warm)
+                    )
             tried += level
             top = max(level, key=lambda o: o.log_evidence)
             if best is None or top.log_evidence > best.log_evidence:
@@ -286,8 +300,9 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         mean[S] = cho_solve((self.chol_, True), self.betas_ @ b[:, S])
         self.mean_ = mean
         T = np.eye(len(S))  # log-alpha per column: the evidence at these alphas
-        le, _, _ = self._evidence(S, T, np.log(self.alphas_), np.log(self.betas_),
-                                  np.full(len(S), np.nan))
+        le, _, _ = self._evidence(
+            S, T, np.log(self.alphas_), np.log(self.betas_), np.full(len(S), np.nan)
+        )
         self._log_evidence = le
 
     def update(self, X, y, kind=None, weight=None) -> BayesianClusterExpansion:
@@ -305,9 +320,15 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         (for bootstrap members: ``fit`` then only computes the posterior)."""
         self._check_fitted()
         twin = BayesianClusterExpansion(
-            beta=self.beta, beta_force=self.beta_force, center=self.center,
-            columns=self.columns, prior=self.prior, select_basis=self.select_basis,
-            cheap=self.cheap, cheap_precision=self.cheap_precision, patience=self.patience,
+            beta=self.beta,
+            beta_force=self.beta_force,
+            center=self.center,
+            columns=self.columns,
+            prior=self.prior,
+            select_basis=self.select_basis,
+            cheap=self.cheap,
+            cheap_precision=self.cheap_precision,
+            patience=self.patience,
         )
         twin.mask_, twin.alphas_, twin.betas_ = self.mask_, self.alphas_, self.betas_.copy()
         twin.alpha_, twin.choice_, twin._frozen = self.alpha_, self.choice_, True
@@ -351,6 +372,7 @@ class BayesianClusterExpansion(BayesianLinearRegression):
                 "orders": describe_basis(info, self.mask_),
             },
             cheap_energy={
+                "offered": bool(info.cheap.any()),
                 "used": bool(o.cheap),
                 "weight": [float(w) for w in self.mean_[info.cheap]] if o.cheap else None,
             },

@@ -28,8 +28,8 @@ A prediction separates the two kinds of uncertainty:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np

@@ -214,6 +214,11 @@ def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.
         X = np.hstack([X, X])  # dear rows: shared weights plus the correction
         offset += float(model["fidelity_offsets"][0])
     w, cov = np.asarray(model["mean"]), np.asarray(model["covariance"])
+    cheap = model.get("cheap_energy") or {}
+    if cheap and X.shape[1] + 1 == w.size:
+        if cheap.get("used"):
+            return None  # the delta term needs each candidate's prescreen energy
+        X = np.hstack([X, np.zeros((X.shape[0], 1))])  # offered, the evidence left it out
     if X.shape[1] != w.size:
         return None
     var = np.einsum("ij,jk,ik->i", X, cov, X, optimize=True) + 1.0 / float(model["beta"])
@@ -282,7 +287,16 @@ def _latest_model_head(stores: CampaignStores, name: str) -> dict | None:
     it = max(d["iteration"] for d in its)
     return stores.models.query_one(
         {"campaign": name, "iteration": it},
-        ["iteration", "featurizer", "mean", "covariance", "offset", "beta", "fidelity_offsets"],
+        [
+            "iteration",
+            "featurizer",
+            "mean",
+            "covariance",
+            "offset",
+            "beta",
+            "fidelity_offsets",
+            "cheap_energy",
+        ],
     )
 
 
