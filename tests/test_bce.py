@@ -235,3 +235,17 @@ def test_errors():
         BayesianClusterExpansion(columns=ColumnInfo.generic(3)).fit(np.ones((4, 2)), np.ones(4))
     with pytest.raises(ValueError, match="one entry per column"):
         ColumnInfo([0, 1], [0.0], [False, False])
+
+
+def test_validation_copy_keeps_the_choice_and_refits_its_hyperparameters():
+    X, y, rng = toy(seed=7)
+    cheap = y + 0.001 * rng.normal(size=len(y))
+    info = ColumnInfo.clusters(ORDER, DIAMETER, n_cheap=1)
+    Xc = np.column_stack([X, cheap - cheap.mean()])
+    model = BayesianClusterExpansion(columns=info).fit(Xc[:30], y[:30])
+    again = model.for_validation().fit(Xc[:30], y[:30])
+    assert len(again.choices_) == 1
+    np.testing.assert_array_equal(again.mask_, model.mask_)
+    assert again.choice_.prior == model.choice_.prior
+    assert again.choice_.cheap == model.choice_.cheap
+    assert again.log_evidence() == pytest.approx(model.log_evidence(), abs=1e-3)

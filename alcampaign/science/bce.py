@@ -91,6 +91,9 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         ``off``.
     cheap_precision
         Fixed prior precision of a cheap column's weight.
+    basis_mask
+        Use exactly these columns (cheap columns as ``cheap`` says); overrides
+        ``select_basis``.
     patience
         Stop the scan over nested bases (smallest first) after this many bases without a
         better evidence; ``None``: try them all (the evidence of nested bases need not be
@@ -105,6 +108,7 @@ class BayesianClusterExpansion(BayesianLinearRegression):
     cheap: str = "auto"
     cheap_precision: float = 1.0
     patience: int | None = None
+    basis_mask: np.ndarray | None = None
     mask_: np.ndarray = field(default=None, init=False, repr=False)
     alphas_: np.ndarray = field(default=None, init=False, repr=False)
     choice_: _Option = field(default=None, init=False, repr=False)
@@ -238,7 +242,12 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         cheap = {"auto": [False, True], "on": [True], "off": [False]}[self.cheap]
         if not info.cheap.any():
             cheap = [False]
-        bases = nested_bases(info) if self.select_basis else [np.ones(info.size, dtype=bool)]
+        if self.basis_mask is not None:
+            bases = [np.asarray(self.basis_mask, dtype=bool) | info.cheap]
+        elif self.select_basis:
+            bases = nested_bases(info)
+        else:
+            bases = [np.ones(info.size, dtype=bool)]
         tried: list[_Option] = []
         best, since = None, 0
         for mask in bases:
@@ -314,6 +323,25 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         self._accumulate(X, y, kind, weight)
         self._factorise()
         return self
+
+    def for_validation(self) -> BayesianClusterExpansion:
+        """An unfitted model that keeps this one's choice of basis, prior and delta term
+        and re-maximises only their hyperparameters (for cross-validation folds: one
+        evidence optimisation a fold instead of the whole scan over alternatives; the
+        choice itself saw every label, so folds are slightly optimistic about it)."""
+        self._check_fitted()
+        o = self.choice_
+        return BayesianClusterExpansion(
+            beta=self.beta,
+            beta_force=self.beta_force,
+            center=self.center,
+            columns=self.columns,
+            prior=o.prior,
+            select_basis=False,
+            cheap="on" if o.cheap else "off",
+            cheap_precision=self.cheap_precision,
+            basis_mask=o.mask.copy(),
+        )
 
     def frozen(self) -> BayesianClusterExpansion:
         """An unfitted copy that keeps this model's hyperparameters, basis and delta term
