@@ -131,7 +131,7 @@ def test_cheap_energy_on_needs_the_prescreen(write_config):
         "hierarchical", "evidence", "auto"
     )
     assert not cfg.surrogate.classic
-    with pytest.raises(ConfigError, match="surrogate.alpha"):
+    with pytest.raises(ConfigError, match=r"surrogate\.alpha"):
         load_config(write_config(small_config_dict(surrogate={"alpha": 2.0})))
     classic = {"alpha": 2.0, "prior": "isotropic", "basis": "fixed", "cheap_energy": "off"}
     assert load_config(write_config(small_config_dict(surrogate=classic))).surrogate.classic
