@@ -249,3 +249,17 @@ def test_validation_copy_keeps_the_choice_and_refits_its_hyperparameters():
     assert again.choice_.prior == model.choice_.prior
     assert again.choice_.cheap == model.choice_.cheap
     assert again.log_evidence() == pytest.approx(model.log_evidence(), abs=1e-3)
+
+
+def test_stored_document_predicts_as_the_fitted_model():
+    from alcampaign.science.surrogate import surrogate_from_dict
+
+    X, y, rng = toy(seed=8)
+    cheap = y + 0.001 * rng.normal(size=len(y))
+    info = ColumnInfo.clusters(ORDER, DIAMETER, n_cheap=1)
+    Xc = np.column_stack([X, cheap - cheap.mean()])
+    model = BayesianClusterExpansion(columns=info).fit(Xc[:30], y[:30])
+    back = surrogate_from_dict(model.to_dict())
+    p, q = model.predict(Xc), back.predict(Xc)
+    np.testing.assert_allclose(q.mean, p.mean, atol=1e-12)
+    np.testing.assert_allclose(q.std, p.std, rtol=1e-6)
