@@ -299,6 +299,38 @@ class SurrogateConfig(_Strict):
     alpha: float | None = Field(None, gt=0, description="Prior precision; null: evidence.")
     beta: float | None = Field(None, gt=0, description="Noise precision; null: evidence.")
     n_members: int = Field(8, ge=2, description="Committee size of the ensemble.")
+    prior: Literal["hierarchical", "isotropic", "auto"] = Field(
+        "hierarchical",
+        description="Prior of the weights: hierarchical (precision per cluster order, growing "
+        "with the cluster diameter; Mueller & Ceder 2009), isotropic (one precision), or auto "
+        "(the evidence chooses). Hyperparameters always by evidence.",
+    )
+    basis: Literal["evidence", "fixed"] = Field(
+        "evidence",
+        description="evidence: the evidence chooses among nested sub-bases of features.cutoffs "
+        "(offer the largest cutoffs you can afford); fixed: every cluster of the cutoffs.",
+    )
+    cheap_energy: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The CHGNet prescreen energy per atom as an extra feature with its own "
+        "weight (delta learning): auto keeps it only when the evidence says it helps; needs "
+        "prescreen.enabled (ignored by acquisition.rule cost_aware).",
+    )
+
+    @model_validator(mode="after")
+    def _alpha_only_classic(self) -> SurrogateConfig:
+        if self.alpha is not None and not self.classic:
+            raise ValueError(
+                "surrogate.alpha (one prior precision) needs prior: isotropic, basis: fixed "
+                "and cheap_energy: off; the other priors have their own hyperparameters"
+            )
+        return self
+
+    @property
+    def classic(self) -> bool:
+        """Isotropic prior on the fixed basis without the cheap energy: the plain
+        Bayesian linear model."""
+        return self.prior == "isotropic" and self.basis == "fixed" and self.cheap_energy == "off"
 
 
 class AcquisitionConfig(_Strict):
@@ -330,6 +362,13 @@ class DomainConfig(_Strict):
     )
     leverage_threshold: float | None = Field(None, gt=0, description="null: 3 p / n.")
     quantile: float = Field(0.99, gt=0, lt=1, description="Quantile of the default threshold.")
+    ridge: float = Field(
+        1e-3,
+        ge=0,
+        description="Added to the training covariance and Gram matrix (times their mean "
+        "diagonal) before inverting, so directions no label explored count as far away "
+        "(with fewer labels than features); 0: pseudo-inverse, blind to them.",
+    )
 
 
 class InitialDesignConfig(_Strict):
@@ -424,6 +463,8 @@ class CampaignConfig(_Strict):
             raise ValueError("oracle.cheap is only used by acquisition.rule cost_aware")
         if self.oracle.cheap is not None and self.oracle.cheap.fidelity == self.oracle.fidelity:
             raise ValueError("oracle.cheap.fidelity must differ from oracle.fidelity")
+        if self.surrogate.cheap_energy == "on" and not self.prescreen.enabled:
+            raise ValueError("surrogate.cheap_energy on needs prescreen.enabled: true")
         if self.features.kind == "chgnet_embedding" and not self.prescreen.enabled:
             raise ValueError("features.kind chgnet_embedding needs prescreen.enabled: true")
         if self.initial_design.n_initial > self.stopping.max_oracle_calls:

@@ -17,7 +17,6 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from alcampaign.campaign.flows import campaign_flow, resume_flow
 from alcampaign.config import embedded_store_spec, load_config
-from alcampaign.science.surrogate import BayesianLinearRegression
 from alcampaign.store.facade import CampaignStores, job_store_from_spec
 from alcampaign.structures.enumeration import read_structure
 
@@ -108,15 +107,26 @@ def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
     # models: the stored posterior equals the closed form on the same data.
     model = stores.latest_model(name)
     assert model["iteration"] == doc["iteration"]
+    # The Bayesian cluster expansion: one prior precision per column of the chosen basis,
+    # the prescreen energy (centred on the pool) as a last column when offered.
+    assert model["kind"] == "bayesian_cluster_expansion"
     X = np.array([by_id[cid]["features"] for cid in model["training_ids"]])
+    if len(model["mean"]) == X.shape[1] + 1:
+        pool_e = e[:, 0] - e[:, 0].mean()
+        cheap = dict(zip(e_ids, pool_e, strict=True))
+        X = np.column_stack([X, [cheap[cid] for cid in model["training_ids"]]])
+    cols = model["basis"]["columns"]
     energy = {lab["candidate_id"]: lab["energy_per_atom"] for lab in labels}
     y = np.array([energy[cid] for cid in model["training_ids"]]) - model["offset"]
-    alpha, beta = model["alpha"], model["beta"]
-    S = np.linalg.inv(alpha * np.eye(X.shape[1]) + beta * X.T @ X)
-    np.testing.assert_allclose(model["covariance"], S, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(model["mean"], beta * S @ X.T @ y, rtol=1e-7, atol=1e-10)
-    ref = BayesianLinearRegression().fit(X, y + model["offset"])
-    assert ref.alpha_ == pytest.approx(alpha) and ref.beta_ == pytest.approx(beta)
+    beta, Xs = model["beta"], X[:, cols]
+    S = np.linalg.inv(np.diag(model["alphas"]) + beta * Xs.T @ Xs)
+    cov = np.asarray(model["covariance"])
+    np.testing.assert_allclose(cov[np.ix_(cols, cols)], S, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(model["mean"])[cols], beta * S @ Xs.T @ y,
+                               rtol=1e-6, atol=1e-10)
+    best = max(c["log_evidence"] for c in model["evidence_choices"])
+    assert model["log_evidence"] == pytest.approx(best, abs=1e-6)
+    assert model["prior"] == "hierarchical" and model["basis"]["orders"]
 
     # Resuming a stopped campaign changes nothing.
     n_docs = job_store.docs_store.count()

@@ -31,6 +31,10 @@ def test_valid_config_resolves_structure_path(write_config):
         ({"features": {"cutoffs": [-1.0]}}, "features.cutoffs"),
         ({"colour": "blue"}, "colour"),
         ({"name": "has spaces"}, "name"),
+        ({"surrogate": {"prior": "ard"}}, "surrogate.prior"),
+        ({"surrogate": {"basis": "all"}}, "surrogate.basis"),
+        ({"surrogate": {"cheap_energy": "yes"}}, "surrogate.cheap_energy"),
+        ({"domain": {"ridge": -1.0}}, "domain.ridge"),
     ],
 )
 def test_bad_field_is_named(write_config, change, field):
@@ -126,11 +130,11 @@ def test_set_overrides_fields_before_validation(write_config):
             "enumeration.max_size=2",
             "features.cutoffs=[4.0, 3.0]",
             "prescreen.enabled=true",
-            "surrogate.alpha=0.5",  # a section the file does not have
+            "surrogate.n_members=4",  # a section the file does not have
         ],
     )
     assert cfg.enumeration.max_size == 2 and cfg.features.cutoffs == [4.0, 3.0]
-    assert cfg.prescreen.enabled is True and cfg.surrogate.alpha == 0.5
+    assert cfg.prescreen.enabled is True and cfg.surrogate.n_members == 4
     assert cfg.name == "test-cuau" and cfg.stopping.max_oracle_calls == 10  # the rest kept
 
 
@@ -149,3 +153,18 @@ def test_set_overrides_fields_before_validation(write_config):
 def test_bad_set_is_a_config_error_naming_it(write_config, override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(write_config(small_config_dict()), overrides=[override])
+
+
+def test_cheap_energy_on_needs_the_prescreen(write_config):
+    bad = small_config_dict(surrogate={"cheap_energy": "on"}, prescreen={"enabled": False})
+    with pytest.raises(ConfigError, match="cheap_energy on needs prescreen"):
+        load_config(write_config(bad))
+    cfg = load_config(write_config(small_config_dict()))
+    assert (cfg.surrogate.prior, cfg.surrogate.basis, cfg.surrogate.cheap_energy) == (
+        "hierarchical", "evidence", "auto"
+    )
+    assert not cfg.surrogate.classic
+    with pytest.raises(ConfigError, match=r"surrogate\.alpha"):
+        load_config(write_config(small_config_dict(surrogate={"alpha": 2.0})))
+    classic = {"alpha": 2.0, "prior": "isotropic", "basis": "fixed", "cheap_energy": "off"}
+    assert load_config(write_config(small_config_dict(surrogate=classic))).surrogate.classic

@@ -40,3 +40,19 @@ def test_flags_points_outside_the_training_domain():
     assert (outside["leverage"] > dom.leverage_limit_).all()
     fixed = ApplicabilityDomain(mahalanobis_threshold=100.0, leverage_threshold=100.0).fit(X)
     assert not fixed.assess(8 + rng.normal(size=(5, 4)))["flagged"].any()
+
+
+def test_ridge_flags_a_direction_no_label_explored():
+    """Fewer labels than features: the pseudo-inverse projects an unexplored direction
+    out (distance 0, leverage 0); the ridge counts it as far away."""
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(12, 12)))[0]
+    X = rng.normal(size=(6, 4)) @ basis[:, :4].T  # 6 labels spanning 4 of 12 directions
+    probe = X.mean(axis=0) + 10 * basis[:, 7]  # 10 units along an unexplored direction
+    blind = ApplicabilityDomain().fit(X)
+    assert blind.mahalanobis(probe[None])[0] == pytest.approx(0.0, abs=1e-6)
+    assert not blind.assess(probe[None])["flagged"][0]
+    ridged = ApplicabilityDomain(ridge=1e-3).fit(X)
+    out = ridged.assess(probe[None])
+    assert out["flagged"][0] and out["mahalanobis"][0] > 10 * ridged.mahalanobis_limit_
+    assert not ridged.assess(X)["flagged"].any()  # the labels themselves stay inside

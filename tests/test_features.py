@@ -58,3 +58,21 @@ def test_force_rows_give_forces_of_the_fitted_energy(cell):
 def test_unknown_element(cell):
     with pytest.raises(ValueError, match="Au"):
         RadialPairFeaturizer(["Cu"]).features(cell)
+
+
+def test_cluster_metadata_orders_and_diameters():
+    from alcampaign.science.features import ClusterVectorFeaturizer
+
+    a = 3.8
+    prim = bulk("Cu", "fcc", a=a)
+    feat = ClusterVectorFeaturizer(prim, [["Cu", "Au"]], [6.0, 4.5])
+    meta = feat.cluster_metadata()
+    assert len(meta["order"]) == len(meta["diameter"]) == feat.n_features == 8
+    assert meta["order"] == [0, 1, 2, 2, 2, 2, 3, 3]
+    nn = a / np.sqrt(2)
+    # fcc pair shells: a/sqrt2, a, a sqrt(3/2), a sqrt2; the nearest triangle's edge is nn
+    np.testing.assert_allclose(meta["diameter"][2:6], [nn, a, a * np.sqrt(1.5), a * np.sqrt(2)])
+    assert meta["diameter"][6] == pytest.approx(nn) and meta["diameter"][7] == pytest.approx(a)
+    assert meta["diameter"][:2] == [0.0, 0.0]
+    assert all(d <= 6.0 for d in meta["diameter"][2:6])
+    assert feat.describe()["order"] == meta["order"]

@@ -145,3 +145,20 @@ def test_unknown_element_is_refused():
     atoms.symbols[0] = "Au"
     with pytest.raises(ValueError, match="Au"):
         descriptor().atom_features(atoms)
+
+
+def test_energy_rows_are_per_atom(potential):
+    """One noise level for the energy per atom: the row is the mean descriptor, the
+    target E / n, and the energy prediction scales back with n."""
+    small, big = cell(seed=7), cell(seed=7).repeat((2, 1, 1))
+    row_s, _, q_s = potential.design(small)
+    row_b, _, _ = potential.design(big)
+    np.testing.assert_allclose(row_s, q_s.sum(0) / potential.scale_ / len(small))
+    np.testing.assert_allclose(row_b, row_s, rtol=1e-8, atol=1e-12)  # intensive
+    e_s, e_b = potential.evaluate(small), potential.evaluate(big)
+    assert e_b.energy == pytest.approx(2 * e_s.energy, rel=1e-8)
+    assert e_b.energy_std == pytest.approx(2 * e_s.energy_std, rel=1e-6)
+    state = potential.get_state()
+    del state["energy_rows"]
+    with pytest.raises(ValueError, match="total-energy rows"):
+        LinearPotential.from_state(state)

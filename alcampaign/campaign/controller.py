@@ -54,6 +54,9 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         alpha=config.surrogate.alpha,
         beta=config.surrogate.beta,
         n_members=config.surrogate.n_members,
+        prior=config.surrogate.prior,
+        basis=config.surrogate.basis,
+        cheap_energy=config.surrogate.cheap_energy if config.prescreen.enabled else "off",
         rule=config.acquisition.rule,
         batch_size=config.acquisition.batch_size,
         kappa=config.acquisition.kappa,
@@ -61,6 +64,7 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         mahalanobis_threshold=config.domain.mahalanobis_threshold,
         leverage_threshold=config.domain.leverage_threshold,
         domain_quantile=config.domain.quantile,
+        domain_ridge=config.domain.ridge,
         cv_folds=config.stopping.cv_folds,
         dear_cost=config.oracle.cost,
         cheap_cost=config.oracle.cheap.cost if config.oracle.cheap else None,
@@ -133,7 +137,17 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
     ids, raw, _ = stores.read_block(name, "features")
     if config.features.kind == "chgnet_embedding":
         raw = _design_block(stores, name, "embedding", ids)
-    X = learning.design_features(config.features.kind, raw)
+    settings = learning_settings(config)
+    cheap_energy = None
+    if settings.uses_cheap_energy:
+        cheap_energy = _design_block(stores, name, "prescreen_energy", ids)[:, 0]
+    X, columns = learning.design_matrix(
+        settings,
+        config.features.kind,
+        raw,
+        cheap_energy,
+        (doc.get("enumeration") or {}).get("featurizer"),
+    )
     row = {cid: i for i, cid in enumerate(ids)}
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
@@ -160,6 +174,7 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
             np.array([lab["energy_per_atom"] for lab in good]),
             np.array([row[lab["candidate_id"]] for lab in good_cheap], dtype=int),
             np.array([lab["energy_per_atom"] for lab in good_cheap]),
+            columns=columns,
         ),
         iteration=iteration,
         n_oracle_calls=len(dear),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alcampaign.science.learning import FittedModel, design_features
+from alcampaign.science.learning import FittedModel, centred_cheap_energy, design_features
 from alcampaign.science.surrogate import surrogate_from_dict
 from alcampaign.store.facade import BLOCK_FIELDS, CampaignStores, dotted
 
@@ -35,6 +35,7 @@ MODEL_FIELDS = [
     "n_members",
     "member_means",
     "member_offsets",
+    "cheap_energy",
 ]
 # Rows predicted at once (bounds the memory of ``X @ covariance``).
 PREDICT_ROWS = 20_000
@@ -120,6 +121,22 @@ def candidate_design(
     return list(ids), design_features(featurizer or "", np.asarray(raw, dtype=float))
 
 
+def _with_cheap_energy(
+    stores: CampaignStores, name: str, ids: list[str], X: np.ndarray
+) -> np.ndarray | None:
+    """The design rows plus the delta-learning column of a cluster expansion offered the
+    prescreen energy (centred on the pool as the controller centres it); ``None``
+    without the prescreen energies of these candidates."""
+    if stores.blocks is None or not stores.blocks.count(
+        {"campaign": name, "kind": "prescreen_energy"}
+    ):
+        return None
+    e_ids, e, _ = stores.read_block(name, "prescreen_energy")
+    if list(e_ids) != list(ids):
+        return None
+    return np.column_stack([X, centred_cheap_energy(e[:, 0])])
+
+
 def predict_rows(predictor: FittedModel, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and standard deviation at design rows ``X`` (in chunks of
     ``PREDICT_ROWS``); ``None`` when the rows do not fit the model (another featurizer)."""
@@ -156,6 +173,10 @@ def predict_candidates(
     if design is None:
         return None
     ids, X = design
+    if (model.get("cheap_energy") or {}).get("offered"):
+        X = _with_cheap_energy(stores, name, ids, X)
+        if X is None:
+            return None
     out = predict_rows(predictor, X)
     if out is None:
         return None

@@ -23,8 +23,9 @@ descriptors equal dscribe's periodic ones to round-off, and the gradients equal 
 differences of the energy (tests/test_potential.py).
 
 The weights come from :class:`~alcampaign.science.surrogate.BayesianLinearRegression` fitted
-to one energy row (``sum_i q_i``) and ``3 n`` force rows (``-sum_i dq_i/dr_j``) per
-labelled frame, so every prediction carries its epistemic variance ``x^T A^-1 x``.
+to one energy row per atom (``sum_i q_i / n``, target ``E / n``) and ``3 n`` force rows
+(``-sum_i dq_i/dr_j``) per labelled frame, so every prediction carries its epistemic
+variance ``x^T A^-1 x``.
 Extrapolation is judged per atom on the environment descriptors ``q_i``
 (:func:`fit_environment_domain`: Mahalanobis distance and leverage against the
 training environments). :class:`UncertainPotentialCalculator` wraps it all as an ASE
@@ -387,10 +388,15 @@ class LinearPotential:
     domain: EnvironmentDomain | None = None
 
     def design(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Energy row ``(d,)``, force rows ``(3 n, d)`` (scaled) and environments ``(n, d)``."""
+        """Energy row per atom ``(d,)``, force rows ``(3 n, d)`` (scaled) and environments.
+
+        The energy row is ``sum_i q_i / n`` with target ``E / n``: one noise level for
+        the energy per atom fits frames of any size (a total-energy row with one noise
+        level would trust a 2-atom frame's energy as much as a 200-atom one's).
+        """
         q, grad = self.descriptor.features_and_gradients(atoms)
         scale = self.scale_ if self.scale_ is not None else np.ones(q.shape[1])
-        energy_row = q.sum(axis=0) / scale
+        energy_row = q.sum(axis=0) / scale / len(atoms)
         force_rows = -grad.reshape(-1, q.shape[1]) / scale
         return energy_row, force_rows, q
 
@@ -402,7 +408,7 @@ class LinearPotential:
             if forces.size != f_rows.shape[0]:
                 raise ValueError(f"frame has {len(f.atoms)} atoms but {forces.size // 3} forces")
             X += [e_row[None, :], f_rows]
-            y += [[float(f.energy)], forces]
+            y += [[float(f.energy) / len(f.atoms)], forces]
             kind += [[ENERGY], np.full(forces.size, FORCE)]
             envs.append(q)
         return np.vstack(X), np.concatenate(y), np.concatenate(kind).astype(int), envs
@@ -441,9 +447,10 @@ class LinearPotential:
         m = h = None
         if self.domain is not None:
             m, h = self.domain.assess(q)
+        n = len(atoms)
         return PotentialResult(
-            energy=float(pe.mean[0]),
-            energy_std=float(np.sqrt(pe.epistemic_var[0])),
+            energy=float(pe.mean[0]) * n,
+            energy_std=float(np.sqrt(pe.epistemic_var[0])) * n,
             forces=pf.mean.reshape(-1, 3),
             forces_std=np.sqrt(pf.epistemic_var).reshape(-1, 3),
             environments=q,
@@ -456,12 +463,18 @@ class LinearPotential:
         return {
             "descriptor": self.descriptor.to_dict(),
             "scale": None if self.scale_ is None else self.scale_.tolist(),
+            "energy_rows": "per_atom",
             "model": self.model.get_state(),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> LinearPotential:
         """The potential of a :meth:`get_state` dict (without a domain)."""
+        if state.get("energy_rows") != "per_atom":
+            raise ValueError(
+                "this potential state has total-energy rows (an older alcampaign): "
+                "refit the potential from its labelled frames"
+            )
         return cls(
             EnvironmentDescriptor.from_dict(state["descriptor"]),
             BayesianLinearRegression.from_state(state["model"]),

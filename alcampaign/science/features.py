@@ -46,6 +46,24 @@ class ClusterVectorFeaturizer:
         """Length of a cluster vector (the zerolet included)."""
         return len(self.cluster_space)
 
+    def cluster_metadata(self) -> dict[str, list]:
+        """Order and diameter of the cluster behind each cluster-vector element.
+
+        From icet's orbit list: ``order`` (0 zerolet, 1 singlet, 2 pair, ...) and
+        ``diameter``, the largest distance between the sites of the orbit's
+        representative cluster (Angstrom; 0 below pairs), the length icet's cutoffs
+        apply to. One entry per column of :meth:`featurize`.
+        """
+        space = self.cluster_space
+        orbits = space.orbit_list.orbits
+        order, diameter = [], []
+        for row in space.as_list:
+            order.append(int(row["order"]))
+            k = int(row["orbit_index"])
+            dist = orbits[k].distances if k >= 0 else []
+            diameter.append(float(max(dist)) if len(dist) else 0.0)
+        return {"order": order, "diameter": diameter}
+
     def featurize(self, orderings: Sequence[Atoms]) -> np.ndarray:
         """Cluster vectors of orderings on the parent lattice, shape ``(n, d)``."""
         space = self.cluster_space
@@ -58,6 +76,7 @@ class ClusterVectorFeaturizer:
             "cutoffs": list(self.cutoffs),
             "chemical_symbols": self.chemical_symbols,
             "n_features": self.n_features,
+            **self.cluster_metadata(),
         }
 
 

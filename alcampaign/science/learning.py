@@ -26,7 +26,9 @@ from alcampaign.science.acquisition import (
     make_rule,
     multi_fidelity_rows,
 )
+from alcampaign.science.bce import BayesianClusterExpansion
 from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.priors import ColumnInfo
 from alcampaign.science.stopping import (
     METRIC_NAMES,
     StoppingThresholds,
@@ -59,8 +61,13 @@ class LearningSettings:
     rule, batch_size, kappa, coverage_radius
         Acquisition rule, dear-oracle calls per iteration, the LCB's ``kappa``, and the
         radius of the coverage metric (``None``: its default).
-    mahalanobis_threshold, leverage_threshold, domain_quantile
-        Domain-of-applicability limits (``None``: the quantile default).
+    prior, basis, cheap_energy
+        The Bayesian cluster expansion's prior (``hierarchical``, ``isotropic``,
+        ``auto``), sub-basis choice (``evidence`` or ``fixed``) and delta term (``auto``,
+        ``on``, ``off``); ``isotropic`` + ``fixed`` + ``off`` is the classic model.
+    mahalanobis_threshold, leverage_threshold, domain_quantile, domain_ridge
+        Domain-of-applicability limits (``None``: the quantile default) and the ridge
+        of its covariance and Gram matrix.
     cv_folds
         Folds of the cross-validation.
     dear_cost, cheap_cost
@@ -74,6 +81,9 @@ class LearningSettings:
     alpha: float | None = None
     beta: float | None = None
     n_members: int = 8
+    prior: str = "isotropic"
+    basis: str = "fixed"
+    cheap_energy: str = "off"
     rule: str = "max_variance"
     batch_size: int = 5
     kappa: float = 2.0
@@ -81,9 +91,20 @@ class LearningSettings:
     mahalanobis_threshold: float | None = None
     leverage_threshold: float | None = None
     domain_quantile: float = 0.99
+    domain_ridge: float = 0.0
     cv_folds: int = 5
     dear_cost: float = 1.0
     cheap_cost: float | None = None
+
+    @property
+    def classic(self) -> bool:
+        """The plain Bayesian linear model (isotropic prior, every column, no delta)."""
+        return self.prior == "isotropic" and self.basis == "fixed" and self.cheap_energy == "off"
+
+    @property
+    def uses_cheap_energy(self) -> bool:
+        """Whether the rows get the cheap energy as a delta-learning column."""
+        return self.cheap_energy != "off" and not self.classic and self.rule != "cost_aware"
 
     @property
     def multi_fidelity(self) -> bool:
@@ -102,6 +123,41 @@ def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
     std = raw.std(axis=0)
     z = (raw - raw.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return np.column_stack([np.ones(len(raw)), z])
+
+
+def design_matrix(
+    settings: LearningSettings,
+    kind: str,
+    raw: np.ndarray,
+    cheap: np.ndarray | None = None,
+    featurizer: dict | None = None,
+) -> tuple[np.ndarray, ColumnInfo]:
+    """Surrogate rows of every candidate and what each column is.
+
+    ``raw`` as :func:`design_features` (of feature ``kind``); ``cheap``: the prescreen
+    energy per atom of each candidate, appended centred on its pool mean when the
+    settings use it; ``featurizer``: the enumeration's featurizer description, whose
+    cluster ``order`` and ``diameter`` lists feed the hierarchical prior (without them
+    every column gets one prior level).
+    """
+    X = design_features(kind, raw)
+    meta = featurizer or {}
+    if kind == "cluster_vector" and len(meta.get("order") or []) == X.shape[1]:
+        info = ColumnInfo.clusters(meta["order"], meta["diameter"])
+    else:
+        info = ColumnInfo.generic(X.shape[1])
+    if cheap is not None and settings.uses_cheap_energy:
+        X = np.column_stack([X, centred_cheap_energy(cheap)])
+        info = ColumnInfo(np.r_[info.order, -1], np.r_[info.diameter, 0.0], np.r_[info.cheap, True])
+    return X, info
+
+
+def centred_cheap_energy(cheap: np.ndarray) -> np.ndarray:
+    """The delta-learning column: cheap energies minus their pool mean (missing: 0)."""
+    c = np.asarray(cheap, dtype=float).reshape(-1)
+    if not np.isfinite(c).any():
+        return np.zeros_like(c)
+    return np.nan_to_num(c - np.nanmean(c))
 
 
 @dataclass
@@ -123,6 +179,7 @@ class TrainingData:
     dear_y: np.ndarray
     cheap_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
     cheap_y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    columns: ColumnInfo | None = None  # what each column of X is (design_matrix)
 
 
 @dataclass
@@ -148,11 +205,40 @@ class FittedModel:
         return p
 
 
-def _new_surrogate(settings: LearningSettings, center: bool) -> Surrogate:
-    kwargs = {"alpha": settings.alpha, "beta": settings.beta, "center": center}
+def _new_surrogate(
+    settings: LearningSettings, center: bool, columns: ColumnInfo | None = None
+) -> Surrogate:
+    """The surrogate of the settings; ``columns`` describe its rows (cluster metadata)."""
+    if settings.classic:
+        kwargs = {"alpha": settings.alpha, "beta": settings.beta, "center": center}
+        if settings.surrogate == "ensemble":
+            kwargs.update(n_members=settings.n_members, seed=settings.seed)
+        return make_surrogate(settings.surrogate, **kwargs)
+
+    def base() -> BayesianClusterExpansion:
+        return BayesianClusterExpansion(
+            beta=settings.beta,
+            center=center,
+            columns=columns,
+            prior=settings.prior,
+            select_basis=settings.basis == "evidence",
+            cheap=settings.cheap_energy,
+        )
+
     if settings.surrogate == "ensemble":
-        kwargs.update(n_members=settings.n_members, seed=settings.seed)
-    return make_surrogate(settings.surrogate, **kwargs)
+        return make_surrogate(
+            "ensemble", n_members=settings.n_members, seed=settings.seed, base=base
+        )
+    return base()
+
+
+def _validation_factory(settings, model, center, columns):
+    """A fresh model per cross-validation fold: the cluster expansion keeps the
+    evidence's choice of basis, prior and delta term and re-maximises their
+    hyperparameters (one optimisation a fold, not the whole scan)."""
+    if isinstance(model, BayesianClusterExpansion):
+        return model.for_validation
+    return lambda: _new_surrogate(settings, center, columns)
 
 
 def fit_and_validate(
@@ -161,8 +247,10 @@ def fit_and_validate(
     """Fit the surrogate of the settings on every label and cross-validate it.
 
     Cross-validation holds out dear labels only (cheap labels always train), refitting
-    hyperparameters in each fold. Metrics are ``None`` below 3 dear labels or when
-    ``validate`` is false.
+    hyperparameters in each fold (a cluster expansion keeps the evidence's choice of
+    basis, prior and delta term made on every label:
+    ``BayesianClusterExpansion.for_validation``). Metrics are ``None`` below 3 dear
+    labels or when ``validate`` is false.
     """
     mf = data.cheap_index.size > 0 or settings.rule == "cost_aware"
     X = data.X
@@ -180,13 +268,18 @@ def fit_and_validate(
         offsets = (mu_d, mu_c)
     else:
         rows, y, kind, offsets = X[data.dear_index], data.dear_y, None, (0.0, 0.0)
-    model = _new_surrogate(settings, center=not mf).fit(rows, y, kind)
+    columns = data.columns
+    if mf and columns is not None:  # joint rows: the shared part, then the correction
+        columns = ColumnInfo(
+            np.tile(columns.order, 2), np.tile(columns.diameter, 2), np.tile(columns.cheap, 2)
+        )
+    model = _new_surrogate(settings, center=not mf, columns=columns).fit(rows, y, kind)
     fitted = FittedModel(model, mf, offsets)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     if validate and data.dear_y.size >= 3:
         groups = np.r_[np.arange(data.dear_y.size), -np.ones(data.cheap_y.size, dtype=int)]
         cv = cross_validate(
-            lambda: _new_surrogate(settings, center=not mf),
+            _validation_factory(settings, model, not mf, columns),
             rows,
             y,
             settings.cv_folds,
@@ -204,7 +297,10 @@ def fit_and_validate(
 def assess_domain(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
     """Mahalanobis distance, leverage and flags of every candidate."""
     domain = ApplicabilityDomain(
-        settings.mahalanobis_threshold, settings.leverage_threshold, settings.domain_quantile
+        settings.mahalanobis_threshold,
+        settings.leverage_threshold,
+        settings.domain_quantile,
+        ridge=settings.domain_ridge,
     )
     domain.fit(X[train])
     out = domain.assess(X)
@@ -284,6 +380,11 @@ def select(
         pool = Pool(Prediction(np.zeros(n), np.ones(n), np.ones(n)))
     else:
         pred = fitted.predict(Xp)
+        if rule_name == "mutual_information" and settings.surrogate == "ensemble":
+            # The information of a label about the weights needs their full-rank
+            # covariance, not the committee spread (see BootstrapEnsemble.covariance_).
+            rows = fitted.rows(Xp)
+            pred.epistemic_var = ((rows @ fitted.model.covariance_) * rows).sum(axis=1)
         pool = Pool(
             pred,
             X=fitted.rows(Xp),

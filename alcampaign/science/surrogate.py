@@ -28,6 +28,7 @@ A prediction separates the two kinds of uncertainty:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -323,6 +324,13 @@ class BayesianLinearRegression:
         self._solve_mean()
         return self
 
+    def frozen(self) -> BayesianLinearRegression:
+        """An unfitted copy with this model's hyperparameters fixed (bootstrap members)."""
+        self._check_fitted()
+        return BayesianLinearRegression(
+            self.alpha_, self.betas_[ENERGY], self.betas_[FORCE], self.center
+        )
+
     def _check_fitted(self) -> None:
         if self.mean_ is None:
             raise RuntimeError("surrogate is not fitted; call fit() first")
@@ -484,23 +492,24 @@ class BootstrapEnsemble:
     beta: float | None = None
     beta_force: float | None = None
     center: bool = True
+    base: Callable[[], Surrogate] | None = None
     members_: list = field(default_factory=list, init=False, repr=False)
     reference_: BayesianLinearRegression = field(default=None, init=False, repr=False)
     _rng: np.random.Generator = field(default=None, init=False, repr=False)
+
+    def _reference(self):
+        if self.base is not None:
+            return self.base()
+        return BayesianLinearRegression(self.alpha, self.beta, self.beta_force, self.center)
 
     def fit(self, X, y, kind=None) -> BootstrapEnsemble:
         """Fit the reference model (hyperparameters), then every member."""
         X, y, kind, _ = _as_rows(X, y, kind, None)
         self._rng = np.random.default_rng(self.seed)
-        self.reference_ = BayesianLinearRegression(
-            self.alpha, self.beta, self.beta_force, self.center
-        ).fit(X, y, kind)
-        r = self.reference_
+        self.reference_ = self._reference().fit(X, y, kind)
         self.members_ = []
         for _ in range(self.n_members):
-            member = BayesianLinearRegression(
-                r.alpha_, r.betas_[ENERGY], r.betas_[FORCE], self.center
-            )
+            member = self.reference_.frozen()
             self.members_.append(member.fit(X, y, kind, self._rng.poisson(1.0, len(y))))
         return self
 
@@ -532,13 +541,27 @@ class BootstrapEnsemble:
 
     @property
     def covariance_(self) -> np.ndarray:
-        """Covariance of the members' weight means (the committee's weight spread)."""
+        """Posterior covariance of the reference model's weights (full rank).
+
+        The spread of the members' weight means has rank at most ``n_members - 1``, so a
+        D-optimal batch or an information gain computed from it sees no uncertainty in
+        most directions. The rules that need a weight covariance therefore use the
+        Bayesian posterior of the same features and hyperparameters; the committee
+        spread stays the epistemic variance of :meth:`predict`.
+        """
+        return self.reference_.covariance_
+
+    @property
+    def committee_covariance_(self) -> np.ndarray:
+        """Covariance of the members' weight means (rank <= ``n_members - 1``)."""
         return np.cov(np.array([m.mean_ for m in self.members_]).T, ddof=1)
 
     def to_dict(self) -> dict:
         """The reference model plus the members' means and energy offsets."""
+        ref = self.reference_.to_dict()
         return {
-            **self.reference_.to_dict(),
+            **ref,
+            "reference_kind": ref["kind"],
             "kind": "ensemble",
             "n_members": self.n_members,
             "member_means": [m.mean_.tolist() for m in self.members_],
@@ -584,6 +607,10 @@ def surrogate_from_dict(d: dict) -> Surrogate:
         An unknown kind, or a dict that does not hold a posterior.
     """
     kind = d.get("kind") or "bayesian_linear"
+    if kind == "bayesian_cluster_expansion":
+        # Its stored posterior (mean and covariance over every offered column, zero
+        # outside the chosen basis) predicts exactly as a Bayesian linear model's.
+        return BayesianLinearRegression.from_dict(d)
     try:
         cls = SURROGATES[kind]
     except KeyError:
