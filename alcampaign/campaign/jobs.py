@@ -44,6 +44,7 @@ from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.science import learning
 from alcampaign.science.features import ClusterVectorFeaturizer
 from alcampaign.science.stopping import METRIC_NAMES, judge
+from alcampaign.science.validation import audit_sample
 from alcampaign.store.facade import (
     CampaignStores,
     acquisition_entry,
@@ -55,6 +56,7 @@ from alcampaign.structures.enumeration import candidate_id, orderings_from_confi
 
 logger = logging.getLogger("alcampaign")
 
+AUDIT_RULE = "audit"  # the acquisitions of the audit sample
 STORE_JOB = JobConfig(expose_store=True)
 # The ingest job must run even when an oracle job failed: its missing outputs
 # resolve to None and the label is recorded as failed.
@@ -268,22 +270,25 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     ids = stores.read_block(name, "features")[0]
     rng = np.random.default_rng(config.seed)
     n = min(config.initial_design.n_initial, len(ids))
-    chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
+    picked = rng.choice(len(ids), size=n, replace=False)
+    # The audit sample: random too, never trained on, never offered to a rule.
+    audit = audit_sample(len(ids), config.stopping.audit_size, config.seed, picked)
     stores.record_acquisitions(
         name,
         [
             acquisition_entry(
-                cid,
+                ids[i],
                 config.oracle.fidelity,
                 0,
-                "initial_random",
+                rule,
                 0.0,
                 external=config.oracle.external,
             )
-            for cid in chosen
+            for rule, chosen in (("initial_random", picked), (AUDIT_RULE, audit))
+            for i in chosen
         ],
     )
-    logger.info("initial design: %d random candidates", n)
+    logger.info("initial design: %d random candidates, %d audit", n, audit.size)
     return Response(addition=_launch_job(name, 0))
 
 
@@ -593,7 +598,10 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
     row = {cid: i for i, cid in enumerate(ids)}
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
+    audit_ids = {a["candidate_id"] for a in doc.get("acquisitions") or [] if a["rule"] == AUDIT_RULE}
     good = [lab for lab in dear if lab["status"] == "success"]
+    audit = [lab for lab in good if lab["candidate_id"] in audit_ids]
+    good = [lab for lab in good if lab["candidate_id"] not in audit_ids]
     good_cheap = [
         lab for lab in labels if lab["fidelity"] == cheap_name and lab["status"] == "success"
     ]
@@ -603,6 +611,8 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         np.array([lab["energy_per_atom"] for lab in good]),
         np.array([row[lab["candidate_id"]] for lab in good_cheap], dtype=int),
         np.array([lab["energy_per_atom"] for lab in good_cheap]),
+        np.array([row[lab["candidate_id"]] for lab in audit], dtype=int),
+        np.array([lab["energy_per_atom"] for lab in audit]),
     )
     n_calls = len(dear)
     cost = float(sum(lab.get("cost") or 0.0 for lab in labels))
@@ -626,10 +636,17 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
                 "training_ids": [lab["candidate_id"] for lab in good],
                 "cheap_training_ids": [lab["candidate_id"] for lab in good_cheap],
                 "fidelity_offsets": list(fitted.offsets) if fitted.multi_fidelity else None,
+                "audit_ids": [lab["candidate_id"] for lab in audit],
                 "cv_predictions": None
                 if fitted.cv is None
-                else {"mean": fitted.cv.mean.tolist(), "std": fitted.cv.std.tolist()},
+                else {
+                    "mean": fitted.cv.mean.tolist(),
+                    "std": fitted.calibration.apply(fitted.cv).std.tolist(),
+                    "std_uncalibrated": fitted.cv.std.tolist(),
+                },
                 **fitted.model.to_dict(),
+                # Readers of the posterior apply it: sigma = scale * model sigma.
+                "calibration": fitted.calibration.to_dict(),
                 "metrics": metrics,
                 "domain": {
                     **domain_summary,
@@ -650,7 +667,7 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         n_calls,
         metrics,
         cost_spent=cost,
-        n_failed=n_calls - len(good),
+        n_failed=n_calls - len(good) - len(audit),
         rmse_history=rmse_history,
     )
 
@@ -666,6 +683,9 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         for cid, cheap in taken:
             if cid in row:
                 (cheap_ok if cheap else dear_ok)[row[cid]] = False
+        for cid in audit_ids:  # no rule ever acquires an audit candidate
+            if cid in row:
+                dear_ok[row[cid]] = cheap_ok[row[cid]] = False
         # Outstanding external questions count against the batch and the budget.
         k = min(
             config.acquisition.batch_size - len(outstanding),
@@ -685,6 +705,7 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
     entry = {
         "iteration": iteration,
         "n_labels": len(good),
+        "n_audit_labels": len(audit),
         "n_cheap_labels": len(good_cheap),
         "n_oracle_calls": n_calls,
         "n_answers": len(labels),

@@ -15,6 +15,8 @@ def status_record(doc: dict) -> dict:
         "n_oracle_calls": doc.get("n_oracle_calls", 0),
         "stop_reason": doc.get("stop_reason"),
         "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
+        # Which pool-wide estimate rmse/mae are, with its interval and level.
+        "accuracy": metrics.get("accuracy"),
         "criteria": doc.get("criteria") or [],
         "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
         "prescreen": doc.get("prescreen"),

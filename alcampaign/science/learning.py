@@ -25,9 +25,11 @@ from alcampaign.science.acquisition import (
     make_rule,
     multi_fidelity_rows,
 )
+from alcampaign.science.calibration import VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
 from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
+from alcampaign.science.validation import HeldOut, assess, density_ratio
 
 
 def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -55,6 +57,8 @@ class TrainingData:
         Rows of ``X`` with a successful dear-oracle label, and the labels.
     cheap_index, cheap_y
         The same for the cheap fidelity (empty in single-fidelity campaigns).
+    audit_index, audit_y
+        The audit sample's rows and labels: never trained on, never acquired by a rule.
     """
 
     X: np.ndarray
@@ -62,6 +66,8 @@ class TrainingData:
     dear_y: np.ndarray
     cheap_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
     cheap_y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    audit_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+    audit_y: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 @dataclass
@@ -71,7 +77,8 @@ class FittedModel:
     model: Surrogate
     multi_fidelity: bool
     offsets: tuple[float, float] = (0.0, 0.0)  # (dear, cheap) target means (multi-fidelity)
-    cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom)
+    cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom), raw
+    calibration: VarianceCalibration = field(default_factory=VarianceCalibration)
 
     def rows(self, X: np.ndarray, cheap: bool = False) -> np.ndarray:
         """Model rows of candidates at the dear (or cheap) fidelity."""
@@ -79,12 +86,20 @@ class FittedModel:
             return X
         return np.hstack([X, np.zeros_like(X) if cheap else X])
 
-    def predict(self, X: np.ndarray) -> Prediction:
-        """Dear-oracle energy per atom at candidates ``X``."""
+    def predict(self, X: np.ndarray, calibrated: bool = True) -> Prediction:
+        """Dear-oracle energy per atom at candidates ``X`` (recalibrated unless asked not)."""
         p = self.model.predict(self.rows(X), kind=ENERGY)
         if self.multi_fidelity:
             p.mean = p.mean + self.offsets[0]
-        return p
+        return self.calibration.apply(p) if calibrated else p
+
+    def covariance(self) -> np.ndarray:
+        """Posterior weight covariance on the recalibrated scale."""
+        return self.model.covariance_ * self.calibration.scale**2
+
+    def noise_variance(self, kind: int = ENERGY) -> float:
+        """Noise variance of a row kind on the recalibrated scale."""
+        return self.model.noise_variance(kind) * self.calibration.scale**2
 
 
 def _new_surrogate(config: CampaignConfig, center: bool) -> Surrogate:
@@ -138,7 +153,40 @@ def fit_and_validate(
         dear = cv.subset(np.arange(data.dear_y.size))
         dear.mean = dear.mean + (offsets[0] if mf else 0.0)
         fitted.cv = dear
+        fitted.calibration, honest = assess_accuracy(config, data, fitted, rng)
+        metrics.update(honest)
     return fitted, metrics
+
+
+def assess_accuracy(
+    config: CampaignConfig, data: TrainingData, fitted: FittedModel, rng: np.random.Generator
+) -> tuple[VarianceCalibration, dict]:
+    """Recalibrate ``fitted`` on its out-of-fold predictions and estimate the pool error
+    (:func:`alcampaign.science.validation.assess`)."""
+    st = config.stopping
+    raw = fitted.predict(data.X, calibrated=False)
+    unlabelled = np.ones(len(data.X), dtype=bool)
+    unlabelled[data.dear_index] = False
+    audit = None
+    if data.audit_index.size:
+        audit = data.audit_y - raw.mean[data.audit_index]
+    held = HeldOut(
+        y=data.dear_y,
+        cv_mean=fitted.cv.mean,
+        cv_std=fitted.cv.std,
+        fit_mean=raw.mean[data.dear_index],
+        unlabelled_std=raw.std[unlabelled],
+        weights=density_ratio(data.X, data.dear_index) if st.accuracy_estimate == "iwcv" else None,
+        audit_residuals=audit,
+    )
+    return assess(
+        held,
+        st.accuracy_estimate,
+        st.accuracy_level,
+        rng,
+        st.max_std_residual_alpha or 0.05,
+        st.cv_folds,
+    )
 
 
 def assess_domain(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
@@ -193,24 +241,23 @@ def select(
     if rule_name == "cost_aware":
         pool_index = np.flatnonzero(dear_available | cheap_available)
         Xp = X[pool_index]
-        model = fitted.model
         pool = Pool(
             fitted.predict(Xp),
             fidelity_rows={
                 "dear": (
                     fitted.rows(Xp),
-                    model.noise_variance(ENERGY),
+                    fitted.noise_variance(ENERGY),
                     config.oracle.cost,
                     dear_available[pool_index],
                 ),
                 "cheap": (
                     fitted.rows(Xp, cheap=True),
-                    model.noise_variance(FORCE),
+                    fitted.noise_variance(FORCE),
                     config.oracle.cheap.cost,
                     cheap_available[pool_index],
                 ),
             },
-            joint_covariance=model.covariance_,
+            joint_covariance=fitted.covariance(),
         )
         sel = rule.select(pool, k, rng)
         return rule.name, [
@@ -227,7 +274,7 @@ def select(
         pool = Pool(
             pred,
             X=fitted.rows(Xp),
-            covariance=fitted.model.covariance_,
+            covariance=fitted.covariance(),
             noise_var=float(np.mean(pred.aleatoric_var)),
             compositions=None if compositions is None else compositions[pool_index],
         )

@@ -24,7 +24,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
 from alcampaign.report.build import calibration_curve, collect, hull_table, summary
-from alcampaign.science.stopping import expected_calibration_error
+from alcampaign.science.calibration import VarianceCalibration, expected_calibration_error
 from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 
 router = APIRouter()
@@ -201,7 +201,7 @@ def campaign_plots(name: str, request: Request) -> dict:
 def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Predictive mean and standard deviation (eV/atom) of the stored Bayesian linear
     posterior at candidate features, as ``BayesianLinearRegression.predict`` computes
-    them; ``None`` where the stored model cannot be applied to stored features alone
+    them and recalibrated by the model's ``calibration``; ``None`` where the stored model cannot be applied to stored features alone
     (CHGNet embeddings are standardised over the whole pool). For an ensemble this is
     its reference model's posterior."""
     if not model or model.get("mean") is None or model.get("covariance") is None:
@@ -217,7 +217,8 @@ def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.
     if X.shape[1] != w.size:
         return None
     var = np.einsum("ij,jk,ik->i", X, cov, X, optimize=True) + 1.0 / float(model["beta"])
-    return X @ w + offset, np.sqrt(np.maximum(var, 0.0))
+    scale = VarianceCalibration.from_dict(model.get("calibration")).scale  # recalibrated
+    return X @ w + offset, scale * np.sqrt(np.maximum(var, 0.0))
 
 
 @router.get("/api/dashboard/campaigns/{name}/candidates", tags=["dashboard"])
@@ -282,7 +283,16 @@ def _latest_model_head(stores: CampaignStores, name: str) -> dict | None:
     it = max(d["iteration"] for d in its)
     return stores.models.query_one(
         {"campaign": name, "iteration": it},
-        ["iteration", "featurizer", "mean", "covariance", "offset", "beta", "fidelity_offsets"],
+        [
+            "iteration",
+            "featurizer",
+            "mean",
+            "covariance",
+            "offset",
+            "beta",
+            "fidelity_offsets",
+            "calibration",
+        ],
     )
 
 
