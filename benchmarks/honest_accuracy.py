@@ -33,15 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from alcampaign.config import CampaignConfig  # noqa: E402
-from alcampaign.science.calibration import expected_calibration_error, miscalibration_area  # noqa: E402
-from alcampaign.science.learning import (  # noqa: E402
+from alcampaign.campaign.controller import learning_settings
+from alcampaign.config import CampaignConfig
+from alcampaign.science.calibration import expected_calibration_error, miscalibration_area
+from alcampaign.science.learning import (
     TrainingData,
     assess_accuracy,
     fit_and_validate,
     select,
 )
-from alcampaign.science.validation import audit_sample  # noqa: E402
+from alcampaign.science.validation import audit_sample
 
 RULES = ["max_variance", "lower_confidence_bound", "random"]
 PAIRS = ["CuAu", "NiPt", "AlAg", "CuPt"]
@@ -60,9 +61,10 @@ def pool_arrays(pair: str, cutoffs: list[float]) -> dict:
     return {"X": X, "y": p["emt"], "comps": np.column_stack([p["x"], 1 - p["x"]])}
 
 
-def config(rule: str, seed: int, estimate: str = "posterior", audit: int = 0) -> CampaignConfig:
-    """A campaign config carrying the rule and the estimate (the CIF is never read)."""
-    return CampaignConfig.model_validate(
+def config(rule: str, seed: int, estimate: str = "posterior", audit: int = 0):
+    """The learning settings of a campaign config carrying the rule, the estimate and
+    the audit size (the CIF is never read)."""
+    cfg = CampaignConfig.model_validate(
         {
             "name": "bench",
             "seed": seed,
@@ -76,19 +78,21 @@ def config(rule: str, seed: int, estimate: str = "posterior", audit: int = 0) ->
             },
         }
     )
+    return learning_settings(cfg), cfg.stopping.audit_size
 
 
-def replay(pool: dict, cfg: CampaignConfig, n_initial: int, budget: int):
+def replay(pool: dict, cfg, n_initial: int, budget: int):
     """One campaign against the pool; returns the final data, fitted model and metrics."""
+    cfg, audit_size = cfg
     X, y = pool["X"], pool["y"]
     n = len(y)
     rng = np.random.default_rng(cfg.seed)
     dear = list(rng.choice(n, n_initial, replace=False))
-    audit = audit_sample(n, cfg.stopping.audit_size, cfg.seed, np.array(dear))
+    audit = audit_sample(n, audit_size, cfg.seed, np.array(dear))
     free = np.ones(n, dtype=bool)
     free[dear] = False
     free[audit] = False
-    batch = cfg.acquisition.batch_size
+    batch = cfg.batch_size
     while True:
         data = TrainingData(X, np.array(dear), y[dear], audit_index=audit, audit_y=y[audit])
         fitted, metrics = fit_and_validate(cfg, data, rng)
@@ -119,7 +123,8 @@ def evaluate(pool: dict, rule: str, seed: int, budget: int, audit_size: int) -> 
         "sharpness": float(raw.std[unl].mean()),
     }
     for est in ESTIMATES:
-        cal, m = assess_accuracy(config(rule, seed, est), data, fitted, np.random.default_rng(seed))
+        settings = config(rule, seed, est)[0]
+        cal, m = assess_accuracy(settings, data, fitted, np.random.default_rng(seed))
         p = cal.apply(raw)
         row[est] = {
             "rmse": m["rmse"],

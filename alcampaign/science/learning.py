@@ -1,8 +1,10 @@
-"""One controller iteration's science, on arrays: fit, validate, assess, select.
+"""One controller iteration's science, on arrays: fit, validate, assess, judge, select.
 
-The controller job (``jobs.py``) reads the stores into arrays, calls these functions,
-and writes the results back; nothing here touches a database or a workflow, so every
-step is testable in milliseconds and reusable by the benchmarks.
+:func:`decide` is the pure middle of the controller (``alcampaign.campaign.controller``
+reads the stores into arrays, calls it, and writes the documents it implies), as a
+maggma builder keeps I/O out of ``process_item``. Nothing here touches a database, a
+workflow or the campaign config: settings arrive as a :class:`LearningSettings`, so
+every step is testable in milliseconds and reusable by the benchmarks.
 
 Single fidelity: energy rows ``x`` with targets ``E`` (energy per atom).
 
@@ -17,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alcampaign.config import CampaignConfig
 from alcampaign.science.acquisition import (
     Pool,
     Selection,
@@ -27,9 +28,74 @@ from alcampaign.science.acquisition import (
 )
 from alcampaign.science.calibration import VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
-from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
+from alcampaign.science.stopping import (
+    METRIC_NAMES,
+    StoppingThresholds,
+    cross_validate,
+    judge,
+    validation_metrics,
+)
+from alcampaign.science.stopping import Decision as Verdict
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
 from alcampaign.science.validation import HeldOut, assess, density_ratio
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The plain settings one controller step needs (no config object, no I/O).
+
+    Built from a campaign config by
+    :func:`alcampaign.campaign.controller.learning_settings`; benchmarks and tests
+    build it directly.
+
+    Attributes
+    ----------
+    thresholds
+        The stopping portfolio (its ``max_oracle_calls`` is also the budget that caps
+        a batch).
+    seed
+        Seed of the campaign; iteration ``k`` draws from ``default_rng([seed, k])``.
+    surrogate, alpha, beta, n_members
+        Surrogate kind (``bayesian_linear`` or ``ensemble``), prior and noise
+        precisions (``None``: maximised evidence) and committee size.
+    rule, batch_size, kappa, coverage_radius
+        Acquisition rule, dear-oracle calls per iteration, the LCB's ``kappa``, and the
+        radius of the coverage metric (``None``: its default).
+    mahalanobis_threshold, leverage_threshold, domain_quantile
+        Domain-of-applicability limits (``None``: the quantile default).
+    cv_folds
+        Folds of the cross-validation.
+    accuracy_estimate, accuracy_level
+        The pool-wide error estimate behind ``rmse``/``mae`` (one of
+        :data:`alcampaign.science.validation.ESTIMATES`) and its interval's coverage.
+    dear_cost, cheap_cost
+        Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
+        single-fidelity campaign.
+    """
+
+    thresholds: StoppingThresholds
+    seed: int = 0
+    surrogate: str = "bayesian_linear"
+    alpha: float | None = None
+    beta: float | None = None
+    n_members: int = 8
+    rule: str = "max_variance"
+    batch_size: int = 5
+    kappa: float = 2.0
+    coverage_radius: float | None = None
+    mahalanobis_threshold: float | None = None
+    leverage_threshold: float | None = None
+    domain_quantile: float = 0.99
+    cv_folds: int = 5
+    accuracy_estimate: str = "posterior"
+    accuracy_level: float = 0.9
+    dear_cost: float = 1.0
+    cheap_cost: float | None = None
+
+    @property
+    def multi_fidelity(self) -> bool:
+        """Whether a cheap fidelity exists."""
+        return self.cheap_cost is not None
 
 
 def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -102,24 +168,23 @@ class FittedModel:
         return self.model.noise_variance(kind) * self.calibration.scale**2
 
 
-def _new_surrogate(config: CampaignConfig, center: bool) -> Surrogate:
-    s = config.surrogate
-    kwargs = {"alpha": s.alpha, "beta": s.beta, "center": center}
-    if s.kind == "ensemble":
-        kwargs.update(n_members=s.n_members, seed=config.seed)
-    return make_surrogate(s.kind, **kwargs)
+def _new_surrogate(settings: LearningSettings, center: bool) -> Surrogate:
+    kwargs = {"alpha": settings.alpha, "beta": settings.beta, "center": center}
+    if settings.surrogate == "ensemble":
+        kwargs.update(n_members=settings.n_members, seed=settings.seed)
+    return make_surrogate(settings.surrogate, **kwargs)
 
 
 def fit_and_validate(
-    config: CampaignConfig, data: TrainingData, rng: np.random.Generator, validate: bool = True
+    settings: LearningSettings, data: TrainingData, rng: np.random.Generator, validate: bool = True
 ) -> tuple[FittedModel, dict[str, float | None]]:
-    """Fit the configured surrogate on every label and cross-validate it.
+    """Fit the surrogate of the settings on every label and cross-validate it.
 
     Cross-validation holds out dear labels only (cheap labels always train), refitting
     hyperparameters in each fold. Metrics are ``None`` below 3 dear labels or when
     ``validate`` is false.
     """
-    mf = data.cheap_index.size > 0 or config.acquisition.rule == "cost_aware"
+    mf = data.cheap_index.size > 0 or settings.rule == "cost_aware"
     X = data.X
     if mf:
         mu_d = float(data.dear_y.mean()) if data.dear_y.size else 0.0
@@ -135,16 +200,16 @@ def fit_and_validate(
         offsets = (mu_d, mu_c)
     else:
         rows, y, kind, offsets = X[data.dear_index], data.dear_y, None, (0.0, 0.0)
-    model = _new_surrogate(config, center=not mf).fit(rows, y, kind)
+    model = _new_surrogate(settings, center=not mf).fit(rows, y, kind)
     fitted = FittedModel(model, mf, offsets)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     if validate and data.dear_y.size >= 3:
         groups = np.r_[np.arange(data.dear_y.size), -np.ones(data.cheap_y.size, dtype=int)]
         cv = cross_validate(
-            lambda: _new_surrogate(config, center=not mf),
+            lambda: _new_surrogate(settings, center=not mf),
             rows,
             y,
-            config.stopping.cv_folds,
+            settings.cv_folds,
             rng,
             kind,
             groups,
@@ -153,55 +218,59 @@ def fit_and_validate(
         dear = cv.subset(np.arange(data.dear_y.size))
         dear.mean = dear.mean + (offsets[0] if mf else 0.0)
         fitted.cv = dear
-        fitted.calibration, honest = assess_accuracy(config, data, fitted, rng)
+        fitted.calibration, honest = assess_accuracy(settings, data, fitted, rng)
         metrics.update(honest)
     return fitted, metrics
 
 
 def assess_accuracy(
-    config: CampaignConfig, data: TrainingData, fitted: FittedModel, rng: np.random.Generator
+    settings: LearningSettings,
+    data: TrainingData,
+    fitted: FittedModel,
+    rng: np.random.Generator,
 ) -> tuple[VarianceCalibration, dict]:
     """Recalibrate ``fitted`` on its out-of-fold predictions and estimate the pool error
     (:func:`alcampaign.science.validation.assess`)."""
-    st = config.stopping
     raw = fitted.predict(data.X, calibrated=False)
     unlabelled = np.ones(len(data.X), dtype=bool)
     unlabelled[data.dear_index] = False
     audit = None
     if data.audit_index.size:
         audit = data.audit_y - raw.mean[data.audit_index]
+    iw = settings.accuracy_estimate == "iwcv"
     held = HeldOut(
         y=data.dear_y,
         cv_mean=fitted.cv.mean,
         cv_std=fitted.cv.std,
         fit_mean=raw.mean[data.dear_index],
         unlabelled_std=raw.std[unlabelled],
-        weights=density_ratio(data.X, data.dear_index) if st.accuracy_estimate == "iwcv" else None,
+        weights=density_ratio(data.X, data.dear_index) if iw else None,
         audit_residuals=audit,
     )
     return assess(
         held,
-        st.accuracy_estimate,
-        st.accuracy_level,
+        settings.accuracy_estimate,
+        settings.accuracy_level,
         rng,
-        st.max_std_residual_alpha or 0.05,
-        st.cv_folds,
+        settings.thresholds.max_std_residual_alpha or 0.05,
+        settings.cv_folds,
     )
 
 
-def assess_domain(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
+def assess_domain(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
     """Mahalanobis distance, leverage and flags of every candidate."""
-    d = config.domain
-    domain = ApplicabilityDomain(d.mahalanobis_threshold, d.leverage_threshold, d.quantile)
+    domain = ApplicabilityDomain(
+        settings.mahalanobis_threshold, settings.leverage_threshold, settings.domain_quantile
+    )
     domain.fit(X[train])
     out = domain.assess(X)
     out["limits"] = {"mahalanobis": domain.mahalanobis_limit_, "leverage": domain.leverage_limit_}
     return out
 
 
-def diversity(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
+def diversity(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
     """Coverage of the pool and diversity of the training set."""
-    return coverage_metrics(X, X[train], radius=config.acquisition.coverage_radius)
+    return coverage_metrics(X, X[train], radius=settings.coverage_radius)
 
 
 @dataclass
@@ -214,7 +283,7 @@ class Request:
 
 
 def select(
-    config: CampaignConfig,
+    settings: LearningSettings,
     fitted: FittedModel | None,
     X: np.ndarray,
     dear_available: np.ndarray,
@@ -223,7 +292,7 @@ def select(
     rng: np.random.Generator,
     compositions: np.ndarray | None = None,
 ) -> tuple[str, list[Request]]:
-    """Choose the next questions with the configured rule.
+    """Choose the next questions with the rule of the settings.
 
     Without a fitted model (no successful label yet) the choice is random.
 
@@ -232,11 +301,10 @@ def select(
     rule_name, requests
     """
     if k <= 0:
-        return config.acquisition.rule, []
-    rule_name = config.acquisition.rule if fitted is not None else "random"
-    a = config.acquisition
+        return settings.rule, []
+    rule_name = settings.rule if fitted is not None else "random"
     rule = make_rule(
-        rule_name, **({"kappa": a.kappa} if rule_name == "lower_confidence_bound" else {})
+        rule_name, **({"kappa": settings.kappa} if rule_name == "lower_confidence_bound" else {})
     )
     if rule_name == "cost_aware":
         pool_index = np.flatnonzero(dear_available | cheap_available)
@@ -247,13 +315,13 @@ def select(
                 "dear": (
                     fitted.rows(Xp),
                     fitted.noise_variance(ENERGY),
-                    config.oracle.cost,
+                    settings.dear_cost,
                     dear_available[pool_index],
                 ),
                 "cheap": (
                     fitted.rows(Xp, cheap=True),
                     fitted.noise_variance(FORCE),
-                    config.oracle.cheap.cost,
+                    settings.cheap_cost,
                     cheap_available[pool_index],
                 ),
             },
@@ -283,3 +351,155 @@ def select(
         Request(int(pool_index[i]), False, float(s))
         for i, s in zip(sel.indices, sel.scores, strict=True)
     ]
+
+
+@dataclass
+class StepInputs:
+    """What one controller step knows, as arrays (read from the stores by the caller).
+
+    Attributes
+    ----------
+    data
+        Features of every candidate (``X``, ``(N, d)``, rows as the surrogate takes
+        them) and the successful labels of each fidelity as rows of ``X``.
+    iteration
+        The iteration being decided (seeds its random draws).
+    n_oracle_calls
+        Dear-oracle calls so far, successful or failed.
+    cost_spent
+        Cost of every label at every fidelity.
+    rmse_history
+        Cross-validated RMSE of each earlier iteration (``None`` where not measured).
+    dear_taken, cheap_taken
+        ``(N,)`` booleans: the candidate was asked or answered at that fidelity.
+    n_outstanding
+        External questions asked and not yet answered (they count against the batch
+        and the budget).
+    compositions
+        ``(N, n_elements)`` fractions, needed only by ``lower_confidence_bound``.
+    """
+
+    data: TrainingData
+    iteration: int
+    n_oracle_calls: int
+    cost_spent: float = 0.0
+    rmse_history: list[float | None] = field(default_factory=list)
+    dear_taken: np.ndarray | None = None
+    cheap_taken: np.ndarray | None = None
+    n_outstanding: int = 0
+    compositions: np.ndarray | None = None
+
+
+@dataclass
+class Decision:
+    """The outcome of one controller step (what :func:`decide` returns).
+
+    Attributes
+    ----------
+    verdict
+        The stopping portfolio's judgement: ``stop``, ``failed``, ``reason`` and every
+        criterion (a stop for an exhausted pool is recorded here too).
+    metrics
+        Cross-validated metrics (``None`` where not measured).
+    fitted
+        The surrogate fitted on every label, ``None`` before the first success.
+    domain
+        :func:`assess_domain`'s output over every candidate (``None`` without a model).
+    diversity
+        :func:`diversity` of the training set (``None`` without a model).
+    rule
+        The acquisition rule that chose ``requests`` (``None`` when stopping).
+    requests
+        The next questions, as rows of ``X``.
+    """
+
+    verdict: Verdict
+    metrics: dict[str, float | None]
+    fitted: FittedModel | None = None
+    domain: dict | None = None
+    diversity: dict | None = None
+    rule: str | None = None
+    requests: list[Request] = field(default_factory=list)
+
+    @property
+    def stop(self) -> bool:
+        """Whether the campaign stops (or fails) here."""
+        return self.verdict.stop
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Rows outside the domain of applicability (empty without a model)."""
+        if self.domain is None:
+            return np.empty(0, dtype=int)
+        return np.flatnonzero(self.domain["flagged"])
+
+
+def decide(settings: LearningSettings, inputs: StepInputs) -> Decision:
+    """One controller step on arrays: fit, validate, domain, diversity, judge, select.
+
+    The random draws (cross-validation folds, then the acquisition) come from
+    ``default_rng([settings.seed, inputs.iteration])`` in that order, so a step is
+    reproducible from its inputs.
+
+    Parameters
+    ----------
+    settings
+        The campaign's learning settings.
+    inputs
+        The labels and the state of the campaign at this iteration.
+
+    Returns
+    -------
+    Decision
+        Stop (with the reason) or go on with ``requests``; the fitted model, metrics,
+        domain and diversity either way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alcampaign.science.stopping import StoppingThresholds
+    >>> X = np.column_stack([np.ones(12), np.linspace(0.0, 1.0, 12)])
+    >>> data = TrainingData(X, np.arange(4), 0.1 * X[:4, 1])
+    >>> settings = LearningSettings(StoppingThresholds(max_oracle_calls=6), batch_size=2)
+    >>> step = decide(settings, StepInputs(data, iteration=1, n_oracle_calls=4))
+    >>> step.stop, len(step.requests), all(r.index >= 4 for r in step.requests)
+    (False, 2, True)
+    """
+    data = inputs.data
+    X = data.X
+    rng = np.random.default_rng([settings.seed, inputs.iteration])
+    metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    out = Decision(verdict=Verdict(False, None, []), metrics=metrics)
+    if data.dear_index.size:
+        out.fitted, out.metrics = fit_and_validate(settings, data, rng)
+        out.domain = assess_domain(settings, X, data.dear_index)
+        out.diversity = diversity(settings, X, data.dear_index)
+    n_calls = inputs.n_oracle_calls
+    out.verdict = judge(
+        settings.thresholds,
+        n_calls,
+        out.metrics,
+        cost_spent=inputs.cost_spent,
+        n_failed=n_calls - int(data.dear_index.size) - int(data.audit_index.size),
+        rmse_history=[*inputs.rmse_history, out.metrics["rmse"]],
+    )
+    if out.verdict.stop:
+        return out
+    n = len(X)
+    dear_ok = np.ones(n, bool) if inputs.dear_taken is None else ~inputs.dear_taken
+    dear_ok[data.audit_index] = False  # no rule ever acquires an audit candidate
+    cheap_ok = np.full(n, settings.multi_fidelity)
+    if inputs.cheap_taken is not None:
+        cheap_ok &= ~inputs.cheap_taken
+    if not (dear_ok.any() or cheap_ok.any()):
+        out.verdict.stop, out.verdict.reason = True, "candidate pool exhausted"
+        return out
+    # Outstanding external questions count against the batch and the budget.
+    k = min(
+        settings.batch_size - inputs.n_outstanding,
+        settings.thresholds.max_oracle_calls - n_calls - inputs.n_outstanding,
+    )
+    out.rule, out.requests = select(
+        settings, out.fitted, X, dear_ok, cheap_ok, k, rng, inputs.compositions
+    )
+    return out

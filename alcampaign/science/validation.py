@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 ESTIMATES = ("posterior", "iwcv", "cv", "audit")
+AUDIT_RULE = "audit"  # the acquisition rule name of the audit sample
 N_BOOTSTRAP = 2000
 
 
