@@ -75,19 +75,24 @@ class AccuracyEstimate:
 
 
 def _bootstrap(
-    stat: Callable[[np.ndarray], tuple[float, float]],
+    stat: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     n: int,
     level: float,
     rng: np.random.Generator,
 ) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
     """Point values and percentile intervals of a (rmse, mae) statistic of ``n`` cases.
 
-    ``stat(idx)`` evaluates the statistic on the cases ``idx`` (with repeats).
+    ``stat(idx)`` evaluates the statistic on each row of case indices ``idx``
+    (``(B, n)``, with repeats) and returns two ``(B,)`` arrays.
     """
-    point = stat(np.arange(n))
-    draws = np.array([stat(rng.integers(0, n, n)) for _ in range(N_BOOTSTRAP)])
+    point = stat(np.arange(n)[None, :])
+    draws = np.array(stat(rng.integers(0, n, (N_BOOTSTRAP, n)))).T
     lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=0)
-    return point, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
+    return (
+        (float(point[0][0]), float(point[1][0])),
+        (float(lo[0]), float(hi[0])),
+        (float(lo[1]), float(hi[1])),
+    )
 
 
 def _estimate(method, stat, n, level, rng) -> AccuracyEstimate:
@@ -112,9 +117,10 @@ def residual_estimate(
         raise ValueError(f"the {method} estimate needs at least one residual")
     w = np.ones(r.size) if weights is None else np.asarray(weights, dtype=float)
 
-    def stat(idx: np.ndarray) -> tuple[float, float]:
+    def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wi, ri = w[idx], r[idx]
-        return float(np.sqrt(wi @ ri**2 / wi.sum())), float(wi @ np.abs(ri) / wi.sum())
+        total = wi.sum(axis=1)
+        return np.sqrt((wi * ri**2).sum(axis=1) / total), (wi * np.abs(ri)).sum(axis=1) / total
 
     return _estimate(method, stat, r.size, level, rng)
 
@@ -151,10 +157,10 @@ def posterior_estimate(
     n_pool = r.size + sd.size
     ss_lab, sa_lab, var_un, sd_un = float(r @ r), float(np.abs(r).sum()), sd @ sd, sd.sum()
 
-    def stat(idx: np.ndarray) -> tuple[float, float]:
+    def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         zi = z[idx]
-        mse = (ss_lab + np.mean(zi**2) * var_un) / n_pool
-        return float(np.sqrt(mse)), float((sa_lab + np.mean(np.abs(zi)) * sd_un) / n_pool)
+        mse = (ss_lab + np.mean(zi**2, axis=1) * var_un) / n_pool
+        return np.sqrt(mse), (sa_lab + np.mean(np.abs(zi), axis=1) * sd_un) / n_pool
 
     return _estimate("posterior", stat, z.size, level, rng)
 
