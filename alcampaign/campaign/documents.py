@@ -267,7 +267,7 @@ class DecisionEntry(StoredDocument):
     n_answers: int = Field(description="Stored answers at every fidelity.")
     n_outstanding: int = Field(description="External questions still open.")
     cost_spent: float = Field(description="Cost of every label.")
-    metrics: dict[str, float | None] = Field(description="Cross-validated metrics.")
+    metrics: dict[str, Any] = Field(description="Accuracy and calibration metrics.")
     decision: Verdict = Field(description="The stopping judgement.")
     rule: str | None = Field(description="Rule that chose the next questions.")
     acquired: list[str] = Field(description="Candidates asked of the dear oracle.")
