@@ -85,6 +85,16 @@ ProjectOption = Annotated[
 WorkerOption = Annotated[
     str | None, typer.Option("--worker", help="jobflow-remote: worker (default: the first).")
 ]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="local: oracle jobs of a batch run at once, each in its own process with "
+        "one torch/BLAS thread (default: resources.workers of the config, or "
+        "$ALCAMPAIGN_WORKERS).",
+    ),
+]
 WorkerStoreOption = Annotated[
     str | None,
     typer.Option(
@@ -129,6 +139,16 @@ class _JobFailures(logging.Handler):
         message = record.getMessage()
         if "failed with exception" in message:
             self.messages.append(message)
+
+
+def _apply_resources(config, workers: int | None) -> None:
+    """The thread/process policy for this run (alcampaign.campaign.resources)."""
+    from alcampaign.campaign.resources import prepare
+
+    try:
+        prepare(config, workers)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(f"resources: {exc}") from None
 
 
 def execute(flow, job_store, name: str, stores, runner=None) -> dict:
@@ -181,6 +201,15 @@ def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> T
     table.add_row("iteration", str(rec["iteration"]), "", "")
     table.add_row("oracle calls", str(rec["n_oracle_calls"]), "", "")
     table.add_row("candidates", str(rec["n_candidates"]), "", "")
+    res = rec.get("resources")
+    if res:
+        table.add_row(
+            "resources",
+            f"{res['workers']} worker(s) x {res['threads_per_process']} thread(s) "
+            f"on {res['cores']} cores",
+            "",
+            "",
+        )
     criteria = {c["name"]: c for c in rec["criteria"]}
     method = (rec.get("accuracy") or {}).get("method")
     metrics = rec["metrics"]
@@ -296,6 +325,7 @@ def run(
     project: ProjectOption = None,
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Run a campaign to its stopping rule (here with run_locally, or through a manager)."""
     from alcampaign.campaign.flows import campaign_flow
@@ -310,6 +340,7 @@ def run(
         raise _fail(str(exc)) from None
     job_store, stores = open_stores(store)
     _new_name(stores, cfg.name)
+    _apply_resources(cfg.resources, workers)
     _dispatch(campaign_flow(cfg, parent), manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
@@ -365,6 +396,7 @@ def md(
         raise _fail(str(exc)) from None
     job_store, stores = open_stores(store)
     _new_name(stores, cfg.name)
+    _apply_resources(None, None)
     doc = execute(md_flow(cfg, structure), job_store, cfg.name, stores)
     _md_finish(doc, cfg.name, store)
 
@@ -649,6 +681,7 @@ def resume(
     project: ProjectOption = None,
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
     from alcampaign.campaign.flows import resume_flow
@@ -658,6 +691,7 @@ def resume(
     setup = prepare_manager(manager, store, launchpad, launch, jfr)
     job_store, stores = open_stores(store)
     doc = stores.require_campaign(name)
+    _apply_resources((doc.get("config") or {}).get("resources"), workers)
     if doc.get("kind") == "otf_md":
         from alcampaign.campaign.otf_md import md_resume_flow
 

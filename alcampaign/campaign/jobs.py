@@ -33,6 +33,7 @@ had finished), and a label is never stored twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -41,7 +42,8 @@ from typing import Any
 from uuid import uuid4
 
 import numpy as np
-from jobflow import CURRENT_JOB, Flow, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, Response, job
+from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Structure
 
 from alcampaign.campaign import controller as _controller
@@ -55,6 +57,7 @@ from alcampaign.campaign.oracle import (  # noqa: F401  (check_oracle_elements: 
     oracle_job,
     stored_answer,
 )
+from alcampaign.campaign.resources import resolve as resolve_resources
 from alcampaign.config import CampaignConfig
 from alcampaign.science.features import ClusterVectorFeaturizer
 from alcampaign.science.validation import AUDIT_RULE, audit_sample
@@ -348,11 +351,42 @@ def label_flow(
         answers.append(answer_refs(oracle, cid, cheap=cheap))
     if finished:
         logger.info("%d answers recovered from finished oracle jobs", len(finished))
+    resources = resolve_resources(config.resources)
+    if resources.workers > 1 and len(jobs) > 1:
+        # One job runs the batch in worker processes; ingest reads what it returns.
+        n_done = len(finished)
+        keys = ("candidate_id", "cheap", "job_uuid")
+        batch = oracle_batch(
+            [json.dumps(j.as_dict(), cls=MontyEncoder) for j in jobs],
+            [{k: a[k] for k in keys} for a in answers[n_done:]],
+            resources.workers,
+            resources.threads_per_process,
+        )
+        batch.name = f"oracle batch {name} ({len(jobs)} jobs, {resources.workers} workers)"
+        jobs = [batch]
+        answers = [*answers[:n_done], *[batch.output[i] for i in range(len(todo))]]
     ingest = ingest_labels(name, answers)
     ingest.name = f"ingest {name}"
     # The next controller depends on the ingest job, so it runs after every label is in.
     following = _controller_job(name, next_iteration, after=ingest.output)
     return Flow([*jobs, ingest, following], name=f"{name} labels")
+
+
+@job(config=STORE_JOB)
+def oracle_batch(jobs: list[str], answers: list[dict], workers: int, threads: int) -> list:
+    """Run oracle jobs in ``workers`` processes (:mod:`alcampaign.campaign.parallel`).
+
+    The jobs come as JSON text: as objects, jobflow would take them for dependencies.
+    """
+    from alcampaign.campaign.parallel import run_oracle_batch
+
+    return run_oracle_batch(
+        [Job.from_dict(json.loads(j, cls=MontyDecoder)) for j in jobs],
+        answers,
+        CURRENT_JOB.store,
+        workers,
+        threads,
+    )
 
 
 @job(config=INGEST_JOB)

@@ -54,6 +54,7 @@ def status_record(doc: dict) -> dict:
         "prescreen": doc.get("prescreen"),
         "system": Path(structure).stem if structure else None,
         "updated_at": doc.get("updated_at"),
+        "resources": _resources(doc),
     }
 
 
@@ -74,3 +75,15 @@ def waiting_for(stores, doc: dict) -> str:
     if asked:
         return f"{asked} oracle jobs to finish"
     return "its next decision"
+
+
+def _resources(doc: dict) -> dict | None:
+    """The thread/process policy a run of this campaign gets here and now."""
+    from alcampaign.campaign.resources import resolve
+    from alcampaign.config import ConfigError, ResourcesConfig
+
+    try:
+        config = ResourcesConfig.model_validate((doc.get("config") or {}).get("resources") or {})
+        return resolve(config).as_dict()
+    except (ConfigError, ValueError):
+        return None
