@@ -221,12 +221,24 @@ def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> T
             "",
         )
     criteria = {c["name"]: c for c in rec["criteria"]}
-    for k, v in rec["metrics"].items():
+    method = (rec.get("accuracy") or {}).get("method")
+    metrics = rec["metrics"]
+    for k, v in metrics.items():
+        if k.endswith(("_low", "_high")):
+            continue  # shown with their estimate
         c = criteria.pop(k, None)
-        unit = " eV/atom" if k in ("rmse", "mae") else ""
+        energy = k in ("rmse", "mae", "cv_rmse", "cv_mae", "sharpness")
+        text = "—" if v is None else f"{v:.4g}" + (" eV/atom" if energy else "")
+        label = k
+        if k in ("rmse", "mae") and method and v is not None:
+            label = f"{k} ({method} estimate)"
+            lo, hi = metrics.get(f"{k}_low"), metrics.get(f"{k}_high")
+            level = (rec.get("accuracy") or {}).get("level") or 0.9
+            if lo is not None and hi is not None:
+                text += f", {level:.0%} interval [{lo:.4g}, {hi:.4g}]"
         table.add_row(
-            f"cv {k}",
-            "—" if v is None else f"{v:.4g}{unit}",
+            label,
+            text,
             "" if c is None else f"{c['threshold']:.4g}",
             "" if c is None else ("yes" if c["met"] else "no"),
         )

@@ -379,23 +379,58 @@ class InitialDesignConfig(_Strict):
 
 
 class StoppingConfig(_Strict):
-    """Stopping portfolio: limits, and quality targets on cross-validated predictions."""
+    """Stopping portfolio: limits, and quality targets on honest accuracy estimates."""
 
     max_oracle_calls: int = Field(60, ge=1, description="Oracle budget (calls).")
     max_cost: float | None = Field(None, gt=0, description="Cost budget over all fidelities.")
     rmse_target: float | None = Field(
-        0.010, gt=0, description="Stop when the cross-validated RMSE (eV/atom) is below."
+        0.010,
+        gt=0,
+        description="Stop when the upper end of the pool RMSE interval (eV/atom, see "
+        "accuracy_estimate) is below.",
     )
     mae_target: float | None = Field(
-        None, gt=0, description="Stop when the cross-validated MAE (eV/atom) is below."
+        None,
+        gt=0,
+        description="Stop when the upper end of the pool MAE interval (eV/atom) is below.",
     )
     force_rmse_target: float | None = Field(None, gt=0, description="Force RMSE (eV/A).")
     force_mae_target: float | None = Field(None, gt=0, description="Force MAE (eV/A).")
     ece_target: float | None = Field(
-        None, gt=0, description="Expected calibration error of the predictive distribution."
+        None,
+        gt=0,
+        le=0.5,
+        description="Expected calibration error of the recalibrated predictive on held-out "
+        "labels (0 is calibrated; 0.05 is a careful choice).",
     )
     max_std_residual_target: float | None = Field(
-        None, gt=0, description="Largest |residual| / predictive sigma on held-out labels."
+        None,
+        gt=0,
+        description="Fixed bound on the largest |held-out residual| / predictive sigma. It "
+        "does not account for the number of labels: prefer max_std_residual_alpha.",
+    )
+    max_std_residual_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Outlier check: the largest |held-out residual| / sigma must stay below "
+        "the Sidak threshold that n calibrated Gaussian residuals exceed with probability "
+        "alpha (e.g. 0.05: 2.8 at n = 10, 4.1 at n = 1000).",
+    )
+    accuracy_estimate: Literal["posterior", "iwcv", "cv", "audit"] = Field(
+        "posterior",
+        description="Pool-wide error estimate behind rmse/mae: posterior (calibrated "
+        "predictive's expected error over the pool), iwcv (importance-weighted CV), "
+        "cv (plain CV, biased under active sampling), audit (random audit sample).",
+    )
+    accuracy_level: float = Field(
+        0.9, gt=0, lt=1, description="Coverage of the accuracy estimate's interval."
+    )
+    audit_size: int = Field(
+        0,
+        ge=0,
+        description="Random candidates labelled at the start as an audit sample: never "
+        "trained on, never chosen by an acquisition rule (they count in the budget).",
     )
     plateau_window: int | None = Field(
         None,
@@ -413,6 +448,12 @@ class StoppingConfig(_Strict):
         description="The campaign fails when more oracle calls than this "
         "fraction failed (failed candidates are never asked again).",
     )
+
+    @model_validator(mode="after")
+    def _audit(self) -> StoppingConfig:
+        if self.accuracy_estimate == "audit" and self.audit_size < 3:
+            raise ValueError("accuracy_estimate audit needs audit_size of at least 3")
+        return self
 
 
 class ResourcesConfig(_Strict):
@@ -467,9 +508,10 @@ class CampaignConfig(_Strict):
             raise ValueError("surrogate.cheap_energy on needs prescreen.enabled: true")
         if self.features.kind == "chgnet_embedding" and not self.prescreen.enabled:
             raise ValueError("features.kind chgnet_embedding needs prescreen.enabled: true")
-        if self.initial_design.n_initial > self.stopping.max_oracle_calls:
+        first = self.initial_design.n_initial + self.stopping.audit_size
+        if first > self.stopping.max_oracle_calls:
             raise ValueError(
-                f"initial_design.n_initial ({self.initial_design.n_initial}) exceeds "
+                f"initial_design.n_initial + stopping.audit_size ({first}) exceeds "
                 f"stopping.max_oracle_calls ({self.stopping.max_oracle_calls})"
             )
         return self
@@ -720,4 +762,8 @@ def stopping_thresholds(config: CampaignConfig):
     """The :class:`~alcampaign.science.stopping.StoppingThresholds` of a config."""
     from alcampaign.science.stopping import StoppingThresholds
 
-    return StoppingThresholds(**config.stopping.model_dump(exclude={"cv_folds"}))
+    return StoppingThresholds(
+        **config.stopping.model_dump(
+            exclude={"cv_folds", "accuracy_estimate", "accuracy_level", "audit_size"}
+        )
+    )

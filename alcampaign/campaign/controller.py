@@ -39,6 +39,7 @@ from alcampaign.campaign.documents import (
 )
 from alcampaign.config import CampaignConfig, stopping_thresholds
 from alcampaign.science import learning
+from alcampaign.science.validation import AUDIT_RULE as AUDIT
 from alcampaign.store.facade import CampaignStores, now
 
 logger = logging.getLogger("alcampaign")
@@ -66,6 +67,8 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         domain_quantile=config.domain.quantile,
         domain_ridge=config.domain.ridge,
         cv_folds=config.stopping.cv_folds,
+        accuracy_estimate=config.stopping.accuracy_estimate,
+        accuracy_level=config.stopping.accuracy_level,
         dear_cost=config.oracle.cost,
         cheap_cost=config.oracle.cheap.cost if config.oracle.cheap else None,
     )
@@ -151,7 +154,10 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
     row = {cid: i for i, cid in enumerate(ids)}
     cheap_name = config.oracle.cheap.fidelity if config.oracle.cheap else None
     dear = [lab for lab in labels if lab["fidelity"] == config.oracle.fidelity]
+    audit_ids = {a["candidate_id"] for a in doc.get("acquisitions") or [] if a["rule"] == AUDIT}
     good = [lab for lab in dear if lab["status"] == "success"]
+    audit = [lab for lab in good if lab["candidate_id"] in audit_ids]
+    good = [lab for lab in good if lab["candidate_id"] not in audit_ids]  # never trained on
     good_cheap = [
         lab for lab in labels if lab["fidelity"] == cheap_name and lab["status"] == "success"
     ]
@@ -174,6 +180,8 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
             np.array([lab["energy_per_atom"] for lab in good]),
             np.array([row[lab["candidate_id"]] for lab in good_cheap], dtype=int),
             np.array([lab["energy_per_atom"] for lab in good_cheap]),
+            audit_index=np.array([row[lab["candidate_id"]] for lab in audit], dtype=int),
+            audit_y=np.array([lab["energy_per_atom"] for lab in audit]),
             columns=columns,
         ),
         iteration=iteration,
@@ -215,10 +223,16 @@ def _model_document(name: str, read: StepRead, step: learning.Decision) -> Surro
         training_ids=[lab["candidate_id"] for lab in read.good],
         cheap_training_ids=[lab["candidate_id"] for lab in read.good_cheap],
         fidelity_offsets=list(fitted.offsets) if fitted.multi_fidelity else None,
+        audit_ids=[ids[i] for i in read.inputs.data.audit_index],
         cv_predictions=None
         if fitted.cv is None
-        else {"mean": fitted.cv.mean.tolist(), "std": fitted.cv.std.tolist()},
+        else {
+            "mean": fitted.cv.mean.tolist(),
+            "std": fitted.calibration.apply(fitted.cv).std.tolist(),
+            "std_uncalibrated": fitted.cv.std.tolist(),
+        },
         **fitted.model.to_dict(),
+        calibration=fitted.calibration.to_dict(),
         metrics=step.metrics,
         domain=DomainRecord(
             n_flagged=int(flagged.size),

@@ -196,7 +196,18 @@ class SurrogateModel(StoredDocument):
     log_evidence: float | None = Field(None, description="Log marginal likelihood.")
     mean: list[float] | None = Field(None, description="Posterior mean of the weights.")
     covariance: list[list[float]] | None = Field(None, description="Posterior covariance.")
-    metrics: dict[str, float | None] = Field(description="Cross-validated metrics.")
+    metrics: dict[str, Any] = Field(
+        description="Metrics (eV/atom): the pool-wide estimate with its interval, plain CV, "
+        "calibration; 'accuracy' names the estimate."
+    )
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="Recalibration of the predictive, applied by every reader: "
+        "sigma = scale * the posterior's sigma (kind variance_scale).",
+    )
+    audit_ids: list[str] = Field(
+        default_factory=list, description="Audit candidates (labelled, never trained on)."
+    )
     domain: DomainRecord = Field(description="Domain of applicability over the pool.")
     time: str = Field(description="When the model was stored.")
 
@@ -256,7 +267,7 @@ class DecisionEntry(StoredDocument):
     n_answers: int = Field(description="Stored answers at every fidelity.")
     n_outstanding: int = Field(description="External questions still open.")
     cost_spent: float = Field(description="Cost of every label.")
-    metrics: dict[str, float | None] = Field(description="Cross-validated metrics.")
+    metrics: dict[str, Any] = Field(description="Accuracy and calibration metrics.")
     decision: Verdict = Field(description="The stopping judgement.")
     rule: str | None = Field(description="Rule that chose the next questions.")
     acquired: list[str] = Field(description="Candidates asked of the dear oracle.")
@@ -300,7 +311,7 @@ class Campaign(StoredDocument):
     n_oracle_calls: int = Field(description="Oracle calls at the dear fidelity.")
     cost_spent: float | None = Field(None, description="Cost of every label.")
     stop_reason: str | None = Field(description="Why the campaign stopped.")
-    metrics: dict[str, float | None] | None = Field(description="Latest cross-validated metrics.")
+    metrics: dict[str, Any] | None = Field(description="Latest accuracy and calibration metrics.")
     criteria: list[dict[str, Any]] | None = Field(None, description="Latest stopping criteria.")
     history: list[DecisionEntry | SegmentEntry] = Field(description="One entry per iteration.")
     acquisitions: list[AcquisitionEntry] | None = Field(

@@ -58,6 +58,7 @@ from alcampaign.campaign.oracle import (  # noqa: F401  (check_oracle_elements: 
 from alcampaign.campaign.resources import resolve as resolve_resources
 from alcampaign.config import CampaignConfig
 from alcampaign.science.features import ClusterVectorFeaturizer
+from alcampaign.science.validation import AUDIT_RULE, audit_sample
 from alcampaign.store.facade import CampaignStores, now
 from alcampaign.structures.enumeration import candidate_id, orderings_from_config
 
@@ -217,23 +218,26 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     ids = stores.read_block(name, "features")[0]
     rng = np.random.default_rng(config.seed)
     n = min(config.initial_design.n_initial, len(ids))
-    chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
+    picked = rng.choice(len(ids), size=n, replace=False)
+    # The audit sample: random too, never trained on, never offered to a rule.
+    audit = audit_sample(len(ids), config.stopping.audit_size, config.seed, picked)
     stores.record_acquisitions(
         name,
         [
             AcquisitionEntry(
-                candidate_id=cid,
+                candidate_id=ids[i],
                 fidelity=config.oracle.fidelity,
                 external=config.oracle.external,
                 iteration=0,
-                rule="initial_random",
+                rule=rule,
                 score=0.0,
                 time=now(),
             ).to_store()
-            for cid in chosen
+            for rule, chosen in (("initial_random", picked), (AUDIT_RULE, audit))
+            for i in chosen
         ],
     )
-    logger.info("initial design: %d random candidates", n)
+    logger.info("initial design: %d random candidates, %d audit", n, audit.size)
     return Response(addition=_launch_job(name, 0))
 
 

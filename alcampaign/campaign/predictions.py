@@ -3,7 +3,9 @@
 One path for ``alcampaign query``, the dashboard and its table cache: the latest
 ``models`` document -> the surrogate's own ``from_dict`` (with the multi-fidelity
 offsets, as :class:`~alcampaign.science.learning.FittedModel` predicts the dear oracle)
--> ``predict`` at the candidates' design rows, built as the controller builds them
+-> ``predict`` at the candidates' design rows (recalibrated by the document's
+``calibration``, :class:`~alcampaign.science.calibration.VarianceCalibration`), built
+as the controller builds them
 (:func:`~alcampaign.science.learning.design_features`: the stored feature vectors, or
 the CHGNet embeddings standardised over the pool). Nothing here writes: a missing block
 is not rebuilt, the candidates are read instead.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alcampaign.science.calibration import VarianceCalibration
 from alcampaign.science.learning import FittedModel, centred_cheap_energy, design_features
 from alcampaign.science.surrogate import surrogate_from_dict
 from alcampaign.store.facade import BLOCK_FIELDS, CampaignStores, dotted
@@ -36,6 +39,9 @@ MODEL_FIELDS = [
     "member_means",
     "member_offsets",
     "cheap_energy",
+
+
+    "calibration",
 ]
 # Rows predicted at once (bounds the memory of ``X @ covariance``).
 PREDICT_ROWS = 20_000
@@ -88,10 +94,14 @@ def model_predictor(model: dict | None) -> FittedModel | None:
         surrogate = surrogate_from_dict(model)
     except ValueError:
         return None
+    # The stored recalibration: every reader gets the calibrated predictive.
+    calibration = VarianceCalibration.from_dict(model.get("calibration"))
     offsets = model.get("fidelity_offsets")
     if offsets:
-        return FittedModel(surrogate, True, (float(offsets[0]), float(offsets[1])))
-    return FittedModel(surrogate, False)
+        return FittedModel(
+            surrogate, True, (float(offsets[0]), float(offsets[1])), calibration=calibration
+        )
+    return FittedModel(surrogate, False, calibration=calibration)
 
 
 def candidate_design(

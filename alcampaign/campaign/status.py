@@ -47,6 +47,8 @@ def status_record(doc: dict) -> dict:
         "cost_spent": doc.get("cost_spent"),
         "stop_reason": doc.get("stop_reason"),
         "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
+        # Which pool-wide estimate rmse/mae are, with its interval and level.
+        "accuracy": metrics.get("accuracy"),
         "criteria": doc.get("criteria") or [],
         "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
         "prescreen": doc.get("prescreen"),

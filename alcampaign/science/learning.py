@@ -27,6 +27,7 @@ from alcampaign.science.acquisition import (
     multi_fidelity_rows,
 )
 from alcampaign.science.bce import BayesianClusterExpansion
+from alcampaign.science.calibration import VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
 from alcampaign.science.priors import ColumnInfo
 from alcampaign.science.stopping import (
@@ -38,6 +39,7 @@ from alcampaign.science.stopping import (
 )
 from alcampaign.science.stopping import Decision as Verdict
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
+from alcampaign.science.validation import HeldOut, assess, density_ratio
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class LearningSettings:
         of its covariance and Gram matrix.
     cv_folds
         Folds of the cross-validation.
+    accuracy_estimate, accuracy_level
+        The pool-wide error estimate behind ``rmse``/``mae`` (one of
+        :data:`alcampaign.science.validation.ESTIMATES`) and its interval's coverage.
     dear_cost, cheap_cost
         Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
         single-fidelity campaign.
@@ -93,6 +98,8 @@ class LearningSettings:
     domain_quantile: float = 0.99
     domain_ridge: float = 0.0
     cv_folds: int = 5
+    accuracy_estimate: str = "posterior"
+    accuracy_level: float = 0.9
     dear_cost: float = 1.0
     cheap_cost: float | None = None
 
@@ -172,6 +179,8 @@ class TrainingData:
         Rows of ``X`` with a successful dear-oracle label, and the labels.
     cheap_index, cheap_y
         The same for the cheap fidelity (empty in single-fidelity campaigns).
+    audit_index, audit_y
+        The audit sample's rows and labels: never trained on, never acquired by a rule.
     """
 
     X: np.ndarray
@@ -182,6 +191,10 @@ class TrainingData:
     columns: ColumnInfo | None = None  # what each column of X is (design_matrix)
 
 
+    audit_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+    audit_y: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
 @dataclass
 class FittedModel:
     """A surrogate with what is needed to predict the dear oracle's energies."""
@@ -189,7 +202,8 @@ class FittedModel:
     model: Surrogate
     multi_fidelity: bool
     offsets: tuple[float, float] = (0.0, 0.0)  # (dear, cheap) target means (multi-fidelity)
-    cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom)
+    cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom), raw
+    calibration: VarianceCalibration = field(default_factory=VarianceCalibration)
 
     def rows(self, X: np.ndarray, cheap: bool = False) -> np.ndarray:
         """Model rows of candidates at the dear (or cheap) fidelity."""
@@ -197,12 +211,20 @@ class FittedModel:
             return X
         return np.hstack([X, np.zeros_like(X) if cheap else X])
 
-    def predict(self, X: np.ndarray) -> Prediction:
-        """Dear-oracle energy per atom at candidates ``X``."""
+    def predict(self, X: np.ndarray, calibrated: bool = True) -> Prediction:
+        """Dear-oracle energy per atom at candidates ``X`` (recalibrated unless asked not)."""
         p = self.model.predict(self.rows(X), kind=ENERGY)
         if self.multi_fidelity:
             p.mean = p.mean + self.offsets[0]
-        return p
+        return self.calibration.apply(p) if calibrated else p
+
+    def covariance(self) -> np.ndarray:
+        """Posterior weight covariance on the recalibrated scale."""
+        return self.model.covariance_ * self.calibration.scale**2
+
+    def noise_variance(self, kind: int = ENERGY) -> float:
+        """Noise variance of a row kind on the recalibrated scale."""
+        return self.model.noise_variance(kind) * self.calibration.scale**2
 
 
 def _new_surrogate(
@@ -291,7 +313,43 @@ def fit_and_validate(
         dear = cv.subset(np.arange(data.dear_y.size))
         dear.mean = dear.mean + (offsets[0] if mf else 0.0)
         fitted.cv = dear
+        fitted.calibration, honest = assess_accuracy(settings, data, fitted, rng)
+        metrics.update(honest)
     return fitted, metrics
+
+
+def assess_accuracy(
+    settings: LearningSettings,
+    data: TrainingData,
+    fitted: FittedModel,
+    rng: np.random.Generator,
+) -> tuple[VarianceCalibration, dict]:
+    """Recalibrate ``fitted`` on its out-of-fold predictions and estimate the pool error
+    (:func:`alcampaign.science.validation.assess`)."""
+    raw = fitted.predict(data.X, calibrated=False)
+    unlabelled = np.ones(len(data.X), dtype=bool)
+    unlabelled[data.dear_index] = False
+    audit = None
+    if data.audit_index.size:
+        audit = data.audit_y - raw.mean[data.audit_index]
+    iw = settings.accuracy_estimate == "iwcv"
+    held = HeldOut(
+        y=data.dear_y,
+        cv_mean=fitted.cv.mean,
+        cv_std=fitted.cv.std,
+        fit_mean=raw.mean[data.dear_index],
+        unlabelled_std=raw.std[unlabelled],
+        weights=density_ratio(data.X, data.dear_index) if iw else None,
+        audit_residuals=audit,
+    )
+    return assess(
+        held,
+        settings.accuracy_estimate,
+        settings.accuracy_level,
+        rng,
+        settings.thresholds.max_std_residual_alpha or 0.05,
+        settings.cv_folds,
+    )
 
 
 def assess_domain(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
@@ -349,24 +407,23 @@ def select(
     if rule_name == "cost_aware":
         pool_index = np.flatnonzero(dear_available | cheap_available)
         Xp = X[pool_index]
-        model = fitted.model
         pool = Pool(
             fitted.predict(Xp),
             fidelity_rows={
                 "dear": (
                     fitted.rows(Xp),
-                    model.noise_variance(ENERGY),
+                    fitted.noise_variance(ENERGY),
                     settings.dear_cost,
                     dear_available[pool_index],
                 ),
                 "cheap": (
                     fitted.rows(Xp, cheap=True),
-                    model.noise_variance(FORCE),
+                    fitted.noise_variance(FORCE),
                     settings.cheap_cost,
                     cheap_available[pool_index],
                 ),
             },
-            joint_covariance=model.covariance_,
+            joint_covariance=fitted.covariance(),
         )
         sel = rule.select(pool, k, rng)
         return rule.name, [
@@ -388,7 +445,7 @@ def select(
         pool = Pool(
             pred,
             X=fitted.rows(Xp),
-            covariance=fitted.model.covariance_,
+            covariance=fitted.covariance(),
             noise_var=float(np.mean(pred.aleatoric_var)),
             compositions=None if compositions is None else compositions[pool_index],
         )
@@ -526,13 +583,14 @@ def decide(settings: LearningSettings, inputs: StepInputs) -> Decision:
         n_calls,
         out.metrics,
         cost_spent=inputs.cost_spent,
-        n_failed=n_calls - int(data.dear_index.size),
+        n_failed=n_calls - int(data.dear_index.size) - int(data.audit_index.size),
         rmse_history=[*inputs.rmse_history, out.metrics["rmse"]],
     )
     if out.verdict.stop:
         return out
     n = len(X)
     dear_ok = np.ones(n, bool) if inputs.dear_taken is None else ~inputs.dear_taken
+    dear_ok[data.audit_index] = False  # no rule ever acquires an audit candidate
     cheap_ok = np.full(n, settings.multi_fidelity)
     if inputs.cheap_taken is not None:
         cheap_ok &= ~inputs.cheap_taken

@@ -2,8 +2,11 @@
 
 Accuracy is measured on labels the model did not train on: :func:`cross_validate`
 refits the surrogate (hyperparameters included) on each training fold and predicts
-the held-out fold. The metrics of those out-of-fold predictions feed the stopping
-rules, each of which reports its value, its threshold and whether it holds.
+the held-out fold. From those out-of-fold predictions the controller recalibrates the
+predictive and estimates the pool-wide error with an interval
+(:mod:`alcampaign.science.validation`); the stopping rules judge those, each
+reporting its value, its threshold and whether it holds. The RMSE and MAE targets
+are met only when the *upper end* of the estimate's interval is below them.
 """
 
 from __future__ import annotations
@@ -12,11 +15,35 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import norm
 
+from alcampaign.science.calibration import expected_calibration_error, max_residual_threshold
 from alcampaign.science.surrogate import Prediction, Surrogate
 
-METRIC_NAMES = ("rmse", "mae", "ece", "max_std_residual", "force_rmse", "force_mae")
+__all__ = ["expected_calibration_error"]  # re-exported: its home is science.calibration
+
+# The numeric metrics of an iteration (eV/atom for energies). ``rmse``/``mae`` are the
+# configured pool-wide estimate, with its interval in ``*_low``/``*_high``; ``cv_*`` are
+# plain cross-validation; ``ece``, ``miscalibration_area``, ``sharpness`` and
+# ``max_std_residual`` describe the recalibrated predictive on held-out labels.
+METRIC_NAMES = (
+    "rmse",
+    "mae",
+    "ece",
+    "max_std_residual",
+    "force_rmse",
+    "force_mae",
+    "rmse_low",
+    "rmse_high",
+    "mae_low",
+    "mae_high",
+    "cv_rmse",
+    "cv_mae",
+    "ece_uncalibrated",
+    "miscalibration_area",
+    "sharpness",
+    "max_std_residual_threshold",
+    "calibration_scale",
+)
 
 
 def kfold_indices(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,30 +103,6 @@ def cross_validate(
     return Prediction(mean, epi, ale)
 
 
-def expected_calibration_error(
-    y: np.ndarray, mean: np.ndarray, std: np.ndarray, levels: np.ndarray | None = None
-) -> float:
-    """Expected calibration error of Gaussian predictive distributions.
-
-    For each confidence level ``p`` the central interval ``mean +/- z_p std`` should
-    contain a fraction ``p`` of the observations. The ECE is the mean absolute gap
-    between the observed and the nominal fractions over the levels.
-
-    Parameters
-    ----------
-    y, mean, std
-        Observations and the predictive mean and standard deviation for each.
-    levels
-        Nominal coverages; default ``0.05, 0.15, ..., 0.95``.
-    """
-    if levels is None:
-        levels = np.arange(0.05, 1.0, 0.1)
-    z = np.abs(np.asarray(y) - np.asarray(mean)) / np.asarray(std)
-    half_widths = norm.ppf(0.5 + 0.5 * np.asarray(levels))
-    observed = (z[None, :] <= half_widths[:, None]).mean(axis=1)
-    return float(np.mean(np.abs(observed - levels)))
-
-
 def validation_metrics(
     y: np.ndarray, prediction: Prediction, kind: np.ndarray | None = None
 ) -> dict[str, float | None]:
@@ -148,6 +151,11 @@ class Criterion:
     kind
         ``"limit"`` criteria stop the campaign on their own (a budget is spent);
         ``"quality"`` criteria stop it only when all of them hold together.
+    estimate
+        For ``rmse``/``mae``: which pool-wide estimate was judged (``posterior``,
+        ``iwcv``, ``cv``, ``audit``); ``value`` is then the upper end of its interval.
+    interval
+        For ``rmse``/``mae``: ``[point, low, high]`` of the estimate.
     """
 
     name: str
@@ -155,6 +163,8 @@ class Criterion:
     threshold: float
     met: bool
     kind: str
+    estimate: str | None = None
+    interval: list[float] | None = None
 
 
 @dataclass
@@ -183,8 +193,10 @@ class StoppingThresholds:
     Limits (each stops the campaign alone): ``max_oracle_calls``, ``max_cost``, the
     validation-error ``plateau`` over ``plateau_window`` iterations, and
     ``max_failure_fraction`` (which *fails* the campaign). Quality targets (all must
-    hold, from ``min_labels`` oracle calls on): RMSE, MAE, force RMSE and MAE, ECE and
-    the maximum standardised residual, each an upper bound.
+    hold, from ``min_labels`` oracle calls on): RMSE and MAE (the upper end of the
+    pool-wide estimate's interval), force RMSE and MAE, ECE and the maximum
+    standardised residual, each an upper bound. ``max_std_residual_alpha`` replaces the
+    fixed residual bound by the Sidak threshold of the number of held-out residuals.
     """
 
     max_oracle_calls: int
@@ -195,6 +207,7 @@ class StoppingThresholds:
     force_mae_target: float | None = None
     ece_target: float | None = None
     max_std_residual_target: float | None = None
+    max_std_residual_alpha: float | None = None
     plateau_window: int | None = None
     plateau_tolerance: float = 0.05
     min_labels: int = 0
@@ -222,6 +235,44 @@ def plateau_gain(rmse_history: list[float | None], window: int) -> float | None:
         return None
     before = values[-window - 1]
     return float((before - min(values[-window:])) / before) if before > 0 else 0.0
+
+
+def _interval(metrics: dict, name: str) -> tuple[float | None, list[float] | None, str | None]:
+    """Upper end, ``[point, low, high]`` and method of the pool-wide estimate of a metric."""
+    point, high = metrics.get(name), metrics.get(f"{name}_high")
+    if point is None or high is None:
+        return point, None, None
+    method = (metrics.get("accuracy") or {}).get("method")
+    return high, [point, metrics.get(f"{name}_low"), high], method
+
+
+def quality_criteria(
+    t: StoppingThresholds, metrics: dict, enough: bool, n_labels: int
+) -> list[Criterion]:
+    """The quality criteria that have a target.
+
+    RMSE and MAE are judged on the upper end of their estimate's interval; the largest
+    standardised residual against a fixed bound or, with ``max_std_residual_alpha``,
+    the Sidak threshold for the number of held-out residuals.
+    """
+    out = []
+    for metric, attr in QUALITY_TARGETS.items():
+        target = getattr(t, attr)
+        if target is None:
+            continue
+        value, interval, estimate = metrics.get(metric), None, None
+        if metric in ("rmse", "mae"):
+            value, interval, estimate = _interval(metrics, metric)
+        met = bool(enough and value is not None and value <= target)
+        out.append(Criterion(metric, value, float(target), met, "quality", estimate, interval))
+    if t.max_std_residual_alpha is not None:
+        value = metrics.get("max_std_residual")
+        threshold = metrics.get("max_std_residual_threshold") or max_residual_threshold(
+            max(n_labels, 1), t.max_std_residual_alpha
+        )
+        met = bool(enough and value is not None and value <= threshold)
+        out.append(Criterion("max_std_residual", value, float(threshold), met, "quality"))
+    return out
 
 
 def judge(
@@ -292,20 +343,7 @@ def judge(
         "limit",
     )
     criteria.append(failures)
-    for metric, attr in QUALITY_TARGETS.items():
-        target = getattr(t, attr)
-        if target is None:
-            continue
-        value = metrics.get(metric)
-        criteria.append(
-            Criterion(
-                metric,
-                value,
-                float(target),
-                bool(enough and value is not None and value <= target),
-                "quality",
-            )
-        )
+    criteria += quality_criteria(t, metrics, enough, n_oracle_calls)
 
     if failures.met:
         reason = (
@@ -316,7 +354,8 @@ def judge(
     quality = [c for c in criteria if c.kind == "quality"]
     if quality and all(c.met for c in quality):
         reason = "targets met: " + ", ".join(
-            f"{c.name} {c.value:.4g} <= {c.threshold:.4g}" for c in quality
+            f"{c.name}{' upper bound' if c.interval else ''} {c.value:.4g} <= {c.threshold:.4g}"
+            for c in quality
         )
         return Decision(True, reason, criteria)
     reasons = {

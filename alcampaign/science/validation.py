@@ -1,0 +1,309 @@
+"""Pool-wide accuracy estimates that stay honest under active sampling (numpy/scipy).
+
+A campaign stops on its estimate of how well the surrogate predicts *every* candidate,
+but its labels were chosen by an acquisition rule, not at random: plain
+cross-validation on them estimates the error where the rule looked (e.g. near the
+hull for ``lower_confidence_bound``), not over the pool. Each estimator here returns a
+point estimate of the pool RMSE and MAE with a ``level`` interval:
+
+``cv``
+    Plain k-fold cross-validation of the labels (the biased baseline).
+``iwcv``
+    Importance-weighted cross-validation (Sugiyama, Krauledat & Mueller, JMLR 8, 985,
+    2007): each held-out residual is weighted by the density ratio pool/labelled at
+    its features, estimated by a logistic-regression classifier of labelled against
+    pool rows (Bickel, Brueckner & Scheffer, JMLR 10, 2137, 2009), flattened by a
+    power ``0.5`` (Shimodaira, J. Stat. Plan. Inference 90, 227, 2000) to trade bias
+    for variance.
+``posterior``
+    The expected squared error over the pool under the calibrated predictive: the
+    labelled candidates' known fit residuals plus, for every unlabelled candidate,
+    its predictive variance times the second moment of the held-out standardised
+    residuals (so a heavy tail seen in cross-validation is carried over).
+``audit``
+    A random audit sample of the pool that no acquisition rule ever chooses and that
+    is never trained on: the RMSE of the deployed model on it is unbiased for the pool.
+
+Intervals are percentile bootstraps over the residuals the estimate is made from
+(Efron & Tibshirani, 1993).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+ESTIMATES = ("posterior", "iwcv", "cv", "audit")
+AUDIT_RULE = "audit"  # the acquisition rule name of the audit sample
+N_BOOTSTRAP = 2000
+
+
+@dataclass
+class AccuracyEstimate:
+    """A pool-wide error estimate with its interval (energies in eV/atom).
+
+    Attributes
+    ----------
+    method
+        One of :data:`ESTIMATES`.
+    rmse, rmse_low, rmse_high
+        Point estimate of the pool RMSE and its ``level`` interval.
+    mae, mae_low, mae_high
+        The same for the mean absolute error.
+    level
+        Nominal coverage of the intervals.
+    n
+        Residuals the estimate rests on.
+    """
+
+    method: str
+    rmse: float
+    rmse_low: float
+    rmse_high: float
+    mae: float
+    mae_low: float
+    mae_high: float
+    level: float
+    n: int
+
+    def to_dict(self) -> dict:
+        """Plain dict (the campaign document's ``metrics['accuracy']``)."""
+        return asdict(self)
+
+
+def _bootstrap(
+    stat: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    n: int,
+    level: float,
+    rng: np.random.Generator,
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """Point values and percentile intervals of a (rmse, mae) statistic of ``n`` cases.
+
+    ``stat(idx)`` evaluates the statistic on each row of case indices ``idx``
+    (``(B, n)``, with repeats) and returns two ``(B,)`` arrays.
+    """
+    point = stat(np.arange(n)[None, :])
+    draws = np.array(stat(rng.integers(0, n, (N_BOOTSTRAP, n)))).T
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    return (
+        (float(point[0][0]), float(point[1][0])),
+        (float(lo[0]), float(hi[0])),
+        (float(lo[1]), float(hi[1])),
+    )
+
+
+def _estimate(method, stat, n, level, rng) -> AccuracyEstimate:
+    (rmse, mae), (r_lo, r_hi), (m_lo, m_hi) = _bootstrap(stat, n, level, rng)
+    return AccuracyEstimate(method, float(rmse), r_lo, r_hi, float(mae), m_lo, m_hi, level, n)
+
+
+def residual_estimate(
+    residuals: np.ndarray,
+    level: float,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+    method: str = "cv",
+) -> AccuracyEstimate:
+    """RMSE and MAE of (weighted) held-out residuals, with bootstrap intervals.
+
+    Used for ``cv`` (cross-validated residuals), ``iwcv`` (with importance weights) and
+    ``audit`` (the audit sample's residuals).
+    """
+    r = np.asarray(residuals, dtype=float)
+    if r.size == 0:
+        raise ValueError(f"the {method} estimate needs at least one residual")
+    w = np.ones(r.size) if weights is None else np.asarray(weights, dtype=float)
+
+    def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wi, ri = w[idx], r[idx]
+        total = wi.sum(axis=1)
+        return np.sqrt((wi * ri**2).sum(axis=1) / total), (wi * np.abs(ri)).sum(axis=1) / total
+
+    return _estimate(method, stat, r.size, level, rng)
+
+
+def posterior_estimate(
+    fit_residuals: np.ndarray,
+    unlabelled_std: np.ndarray,
+    z_heldout: np.ndarray,
+    level: float,
+    rng: np.random.Generator,
+) -> AccuracyEstimate:
+    """Expected pool error under the calibrated predictive.
+
+    ``MSE = (sum_labelled r_i^2 + m2 sum_unlabelled sigma_j^2) / N`` and
+    ``MAE = (sum_labelled |r_i| + m1 sum_unlabelled sigma_j) / N``, with ``m2`` and
+    ``m1`` the mean of ``z^2`` and of ``|z|`` over the held-out standardised residuals
+    ``z`` of the same (calibrated) predictive (1 and ``sqrt(2/pi)`` if it were exactly
+    Gaussian). The interval bootstraps the held-out residuals.
+
+    Parameters
+    ----------
+    fit_residuals
+        Label minus the final model's mean at every labelled candidate.
+    unlabelled_std
+        Calibrated predictive standard deviation at every unlabelled candidate.
+    z_heldout
+        Held-out residuals over their calibrated predictive standard deviations.
+    """
+    r = np.asarray(fit_residuals, dtype=float)
+    sd = np.asarray(unlabelled_std, dtype=float)
+    z = np.asarray(z_heldout, dtype=float)
+    if z.size == 0:
+        raise ValueError("the posterior estimate needs held-out residuals")
+    n_pool = r.size + sd.size
+    ss_lab, sa_lab, var_un, sd_un = float(r @ r), float(np.abs(r).sum()), sd @ sd, sd.sum()
+
+    def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        zi = z[idx]
+        mse = (ss_lab + np.mean(zi**2, axis=1) * var_un) / n_pool
+        return np.sqrt(mse), (sa_lab + np.mean(np.abs(zi), axis=1) * sd_un) / n_pool
+
+    return _estimate("posterior", stat, z.size, level, rng)
+
+
+def density_ratio(
+    X: np.ndarray, labelled: np.ndarray, flatten: float = 0.5, ridge: float = 1.0
+) -> np.ndarray:
+    """Importance weights ``(p_pool / p_labelled)^flatten`` at the labelled rows.
+
+    A logistic regression separates the labelled rows (class 1) from all pool rows
+    (class 0) on standardised features; its odds give the density ratio
+    ``p_pool(x) / p_labelled(x) ∝ P(0 | x) / P(1 | x)`` (Bickel et al., 2009). The
+    weights are normalised to mean 1.
+
+    Parameters
+    ----------
+    X
+        Features of every candidate of the pool, ``(N, d)``.
+    labelled
+        Indices of the labelled rows.
+    flatten
+        Power on the ratio: 0 is plain CV, 1 the full correction.
+    ridge
+        L2 penalty of the classifier's weights (not its intercept).
+    """
+    X = np.asarray(X, dtype=float)
+    labelled = np.asarray(labelled, dtype=int)
+    sd = X.std(axis=0)
+    keep = sd > 0
+    Z = (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep]
+    Z = np.column_stack([np.ones(len(Z)), Z])
+    A = np.vstack([Z[labelled], Z])
+    t = np.r_[np.ones(labelled.size), np.zeros(len(Z))]
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        s = A @ b
+        penalty = 0.5 * ridge * float(b[1:] @ b[1:])
+        grad = A.T @ (0.5 * (1 + np.tanh(0.5 * s)) - t)
+        grad[1:] += ridge * b[1:]
+        return float(np.sum(np.logaddexp(0.0, s) - t * s)) + penalty, grad
+
+    b = minimize(loss, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B").x
+    w = np.exp(-flatten * (Z[labelled] @ b))
+    return w / w.mean()
+
+
+@dataclass
+class HeldOut:
+    """What the accuracy assessment needs, as arrays (energies in eV/atom).
+
+    Attributes
+    ----------
+    y, cv_mean, cv_std
+        Every labelled candidate's label and its cross-validated (out-of-fold) raw
+        predictive mean and standard deviation.
+    fit_mean
+        The final model's mean at the labelled candidates.
+    unlabelled_std
+        The final model's raw predictive standard deviation at every unlabelled
+        candidate (audit candidates included).
+    weights
+        Importance weights of the labelled candidates (``iwcv``), or ``None``.
+    audit_residuals
+        Audit labels minus the final model's mean at them (empty without an audit).
+    """
+
+    y: np.ndarray
+    cv_mean: np.ndarray
+    cv_std: np.ndarray
+    fit_mean: np.ndarray
+    unlabelled_std: np.ndarray
+    weights: np.ndarray | None = None
+    audit_residuals: np.ndarray | None = None
+
+
+def assess(
+    data: HeldOut,
+    method: str,
+    level: float,
+    rng: np.random.Generator,
+    outlier_alpha: float = 0.05,
+    folds: int = 5,
+):
+    """Recalibrate the predictive on held-out residuals and estimate the pool error.
+
+    Returns
+    -------
+    calibration, metrics
+        The :class:`~alcampaign.science.calibration.VarianceCalibration` to apply to
+        every prediction, and metrics: ``rmse``/``mae`` (the chosen estimate) with
+        ``rmse_low``/``rmse_high``/``mae_low``/``mae_high``, ``cv_rmse``/``cv_mae``,
+        calibration metrics (``ece`` of the recalibrated held-out residuals,
+        cross-fitted; ``ece_uncalibrated``; ``miscalibration_area``; ``sharpness``;
+        ``max_std_residual`` and its n-aware threshold; ``calibration_scale``), and
+        ``accuracy``: the estimate as a dict (which method, its interval).
+    """
+    from alcampaign.science.calibration import (
+        VarianceCalibration,
+        calibration_metrics,
+        cross_fitted_z,
+        standardized,
+    )
+
+    if method not in ESTIMATES:
+        raise ValueError(f"unknown accuracy estimate {method!r}; choose one of {ESTIMATES}")
+    z_raw = standardized(data.y, data.cv_mean, data.cv_std)
+    weights = data.weights if method == "iwcv" else None
+    cal = VarianceCalibration.fit(data.y, data.cv_mean, data.cv_std, weights)
+    z_cal = cross_fitted_z(z_raw, folds, rng, weights)
+    metrics: dict = calibration_metrics(z_raw, z_cal, cal.scale * data.cv_std, outlier_alpha)
+    metrics["calibration_scale"] = cal.scale
+    cv = residual_estimate(data.y - data.cv_mean, level, rng)
+    if method == "cv":
+        est = cv
+    elif method == "iwcv":
+        est = residual_estimate(data.y - data.cv_mean, level, rng, weights, "iwcv")
+    elif method == "audit":
+        if data.audit_residuals is None or np.size(data.audit_residuals) == 0:
+            raise ValueError("the audit estimate needs audit labels (stopping.audit_size > 0)")
+        est = residual_estimate(data.audit_residuals, level, rng, method="audit")
+    else:
+        est = posterior_estimate(
+            data.y - data.fit_mean, cal.scale * data.unlabelled_std, z_raw / cal.scale, level, rng
+        )
+    metrics.update(
+        rmse=est.rmse,
+        rmse_low=est.rmse_low,
+        rmse_high=est.rmse_high,
+        mae=est.mae,
+        mae_low=est.mae_low,
+        mae_high=est.mae_high,
+        cv_rmse=cv.rmse,
+        cv_mae=cv.mae,
+        accuracy=est.to_dict(),
+    )
+    return cal, metrics
+
+
+def audit_sample(
+    n_pool: int, size: int, seed: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """The audit sample: ``size`` candidates drawn uniformly at random (own seed stream),
+    outside ``exclude`` (e.g. the initial design)."""
+    free = np.setdiff1d(np.arange(n_pool), [] if exclude is None else exclude)
+    rng = np.random.default_rng([seed, 0xA0D17])
+    return np.sort(rng.choice(free, size=min(size, free.size), replace=False))

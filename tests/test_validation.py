@@ -1,0 +1,142 @@
+"""Pool-wide accuracy estimates under active sampling, and the audit sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alcampaign.science.stopping import cross_validate
+from alcampaign.science.surrogate import BayesianLinearRegression
+from alcampaign.science.validation import (
+    HeldOut,
+    assess,
+    audit_sample,
+    density_ratio,
+    posterior_estimate,
+    residual_estimate,
+)
+
+
+def test_residual_estimate_is_rmse_and_mae_with_an_interval():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 0.01, 200)
+    est = residual_estimate(r, 0.9, rng)
+    assert est.rmse == pytest.approx(np.sqrt(np.mean(r**2)))
+    assert est.mae == pytest.approx(np.mean(np.abs(r)))
+    assert est.rmse_low < est.rmse < est.rmse_high
+    assert est.mae_low < est.mae < est.mae_high
+    w = np.r_[np.ones(100), 3 * np.ones(100)]
+    wtd = residual_estimate(r, 0.9, rng, w, "iwcv")
+    assert wtd.rmse == pytest.approx(np.sqrt((r[:100] @ r[:100] + 3 * r[100:] @ r[100:]) / 400))
+    with pytest.raises(ValueError, match="at least one"):
+        residual_estimate(np.array([]), 0.9, rng)
+
+
+def test_posterior_estimate_closed_form():
+    rng = np.random.default_rng(1)
+    r = np.array([0.01, -0.02])
+    sd = np.array([0.03, 0.04, 0.05])
+    z = np.array([1.0, -1.0, 1.0, -1.0])  # mean z^2 = mean |z| = 1: no spread either
+    est = posterior_estimate(r, sd, z, 0.9, rng)
+    assert est.rmse == pytest.approx(np.sqrt((r @ r + sd @ sd) / 5))
+    assert est.mae == pytest.approx((np.abs(r).sum() + sd.sum()) / 5)
+    assert est.rmse_low == pytest.approx(est.rmse) and est.rmse_high == pytest.approx(est.rmse)
+
+
+def test_density_ratio_up_weights_the_under_sampled_region():
+    rng = np.random.default_rng(2)
+    X = np.column_stack([np.ones(600), rng.uniform(0, 1, 600)])
+    low = np.flatnonzero(X[:, 1] < 0.3)
+    high = np.flatnonzero(X[:, 1] >= 0.3)
+    labelled = np.r_[rng.choice(low, 40, replace=False), rng.choice(high, 10, replace=False)]
+    w = density_ratio(X, labelled, flatten=1.0)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[40:].mean() > 2 * w[:40].mean()
+    flat = density_ratio(X, labelled, flatten=0.0)
+    assert np.allclose(flat, 1.0)
+    uniform = density_ratio(X, rng.choice(600, 50, replace=False), flatten=1.0)
+    assert uniform.std() < 0.5
+
+
+def _shifted_pool(seed: int):
+    """A linear pool whose noise grows with x, labelled mostly at small x."""
+    rng = np.random.default_rng(seed)
+    n = 800
+    x = rng.uniform(0, 1, n)
+    X = np.column_stack([np.ones(n), x, x**2])
+    y = X @ np.array([0.1, -0.2, 0.3]) + rng.normal(0, 0.002 + 0.02 * x)
+    lab = np.r_[
+        rng.choice(np.flatnonzero(x < 0.25), 36, replace=False),
+        rng.choice(np.flatnonzero(x >= 0.25), 4, replace=False),
+    ]
+    return X, y, lab, rng
+
+
+def test_importance_weighted_cv_corrects_covariate_shift():
+    ratios = {"cv": [], "iwcv": []}
+    for seed in range(5):
+        X, y, lab, rng = _shifted_pool(seed)
+
+        def make():  # fixed hyperparameters: no evidence fits, a fast test
+            return BayesianLinearRegression(1.0, 1e4)
+
+        cv = cross_validate(make, X[lab], y[lab], 5, rng)
+        model = make().fit(X[lab], y[lab])
+        truth = np.sqrt(np.mean((model.predict(X).mean - y) ** 2))
+        r = y[lab] - cv.mean
+        w = density_ratio(X, lab, flatten=1.0)
+        ratios["cv"].append(residual_estimate(r, 0.9, rng).rmse / truth)
+        ratios["iwcv"].append(residual_estimate(r, 0.9, rng, w, "iwcv").rmse / truth)
+    # Plain CV sees only the quiet region; the weights carry the noisy one over.
+    assert np.median(ratios["cv"]) < 0.6
+    assert abs(np.log(np.median(ratios["iwcv"]))) < abs(np.log(np.median(ratios["cv"])))
+
+
+def _held_out(X, y, lab, rng):
+    def make():  # the true noise precision (sigma 5 meV/atom), no evidence fits
+        return BayesianLinearRegression(1.0, 4e4)
+
+    cv = cross_validate(make, X[lab], y[lab], 5, rng)
+    model = make().fit(X[lab], y[lab])
+    p = model.predict(X)
+    unl = np.setdiff1d(np.arange(len(y)), lab)
+    held = HeldOut(y[lab], cv.mean, cv.std, p.mean[lab], p.std[unl])
+    truth = np.sqrt(np.mean((p.mean - y) ** 2))
+    return held, truth
+
+
+def test_assess_recalibrates_and_reports_the_estimate():
+    rng = np.random.default_rng(4)
+    n = 500
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    y = X @ np.array([0.0, 0.01, -0.02, 0.005]) + rng.normal(0, 0.005, n)
+    lab = rng.choice(n, 60, replace=False)
+    held, truth = _held_out(X, y, lab, rng)
+    cal, m = assess(held, "posterior", 0.9, rng)
+    assert m["accuracy"]["method"] == "posterior" and m["accuracy"]["level"] == 0.9
+    assert m["rmse_low"] < m["rmse"] < m["rmse_high"]
+    assert 0.75 <= m["rmse"] / truth <= 1.33  # a well-specified model: the estimate is close
+    assert m["calibration_scale"] == cal.scale
+    assert m["cv_rmse"] == pytest.approx(np.sqrt(np.mean((held.y - held.cv_mean) ** 2)))
+    for key in (
+        "ece",
+        "ece_uncalibrated",
+        "miscalibration_area",
+        "sharpness",
+        "max_std_residual",
+        "max_std_residual_threshold",
+    ):
+        assert np.isfinite(m[key])
+    with pytest.raises(ValueError, match="audit labels"):
+        assess(held, "audit", 0.9, rng)
+    with pytest.raises(ValueError, match="unknown accuracy estimate"):
+        assess(held, "oracle", 0.9, rng)
+
+
+def test_audit_sample_is_random_disjoint_and_reproducible():
+    exclude = np.arange(10)
+    a = audit_sample(100, 8, 3, exclude)
+    assert a.size == 8 and not set(a) & set(exclude)
+    assert np.array_equal(a, audit_sample(100, 8, 3, exclude))
+    assert not np.array_equal(a, audit_sample(100, 8, 4, exclude))
+    assert audit_sample(12, 8, 3, exclude).size == 2  # as many as are left
