@@ -39,8 +39,6 @@ MODEL_FIELDS = [
     "member_means",
     "member_offsets",
     "cheap_energy",
-
-
     "calibration",
 ]
 # Rows predicted at once (bounds the memory of ``X @ covariance``).
