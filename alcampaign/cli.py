@@ -179,7 +179,7 @@ def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> T
         c = criteria.pop(k, None)
         unit = " eV/atom" if k in ("rmse", "mae") else ""
         table.add_row(
-            f"cv {k}",
+            k.replace("_", " ") if k == "missing_ground_states" else f"cv {k}",
             "—" if v is None else f"{v:.4g}{unit}",
             "" if c is None else f"{c['threshold']:.4g}",
             "" if c is None else ("yes" if c["met"] else "no"),

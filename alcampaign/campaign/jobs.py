@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 from alcampaign.config import CampaignConfig, ConfigError, stopping_thresholds
 from alcampaign.science import learning
 from alcampaign.science.features import ClusterVectorFeaturizer
-from alcampaign.science.stopping import METRIC_NAMES, judge
+from alcampaign.science.stopping import METRIC_NAMES, judge, judge_missing_ground_states
 from alcampaign.store.facade import (
     CampaignStores,
     acquisition_entry,
@@ -267,8 +267,12 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
         return Response(addition=_launch_job(name, 0))
     ids = stores.read_block(name, "features")[0]
     rng = np.random.default_rng(config.seed)
-    n = min(config.initial_design.n_initial, len(ids))
-    chosen = [ids[i] for i in rng.choice(len(ids), size=n, replace=False)]
+    comps, cheap = _compositions(stores, name, ids), None
+    got, energies, _ = stores.read_block(name, "prescreen_energy")
+    if got == ids:
+        cheap = np.asarray(energies, dtype=float)[:, 0]
+    chosen = [ids[i] for i in learning.initial_design(config, len(ids), rng, comps, cheap)]
+    n = len(chosen)
     stores.record_acquisitions(
         name,
         [
@@ -276,14 +280,14 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
                 cid,
                 config.oracle.fidelity,
                 0,
-                "initial_random",
+                "initial_design",
                 0.0,
                 external=config.oracle.external,
             )
             for cid in chosen
         ],
     )
-    logger.info("initial design: %d random candidates", n)
+    logger.info("initial design: %d candidates (end members first)", n)
     return Response(addition=_launch_job(name, 0))
 
 
@@ -517,6 +521,36 @@ def take_lease(stores: CampaignStores, name: str, owner: str, wait: float | None
     return True
 
 
+def _compositions(stores: CampaignStores, name: str, ids: list[str]) -> np.ndarray | None:
+    """Atomic fractions of the candidates in the order of ``ids`` (None if unknown)."""
+    got, amounts, _ = stores.read_block(name, "composition")
+    if got != ids:
+        return None
+    amounts = np.asarray(amounts, dtype=float)
+    return amounts / amounts.sum(axis=1, keepdims=True)
+
+
+def _hull_estimate(
+    config: CampaignConfig, stores, name, ids, fitted, X, good, dear_ok, rng
+) -> tuple[np.ndarray, learning.GroundStateEstimate, np.ndarray] | None:
+    """Sampled hulls (ground_state rule or missing_ground_states stopping), else None."""
+    wanted = (
+        config.acquisition.rule == "ground_state"
+        or config.stopping.missing_ground_states is not None
+    )
+    if not wanted or fitted is None or fitted.multi_fidelity:
+        return None
+    comps = _design_block(stores, name, "composition", ids)
+    comps = comps / comps.sum(axis=1, keepdims=True)
+    row = {cid: i for i, cid in enumerate(ids)}
+    labels = np.full(len(ids), np.nan)
+    for lab in good:
+        labels[row[lab["candidate_id"]]] = lab["energy_per_atom"]
+    members = np.flatnonzero(dear_ok | np.isfinite(labels))
+    estimate = learning.ground_states(config, fitted, X, labels, comps, members, rng)
+    return members, estimate, labels
+
+
 def _design_block(stores: CampaignStores, name: str, kind: str, ids: list[str]) -> np.ndarray:
     """A block's values in the order of ``ids``, rebuilt once if its rows disagree."""
     got, values, _ = stores.read_block(name, kind)
@@ -529,6 +563,30 @@ def _design_block(stores: CampaignStores, name: str, kind: str, ids: list[str]) 
             "(an unfinished prescreen?): run 'alcampaign resume' to complete it"
         )
     return values
+
+
+def _store_hull(stores: CampaignStores, name: str, iteration: int, ids, members, estimate) -> None:
+    """P(on hull) and the mean hull distance of every candidate, as one block.
+
+    Columns ``p_ground_state`` and ``hull_distance`` (eV/atom), ``nan`` for candidates
+    outside the hulls (failed ones); ``query``, ``report`` and the dashboard read it.
+    """
+    values = np.full((len(ids), 2), np.nan)
+    values[members, 0] = estimate.p_on_hull
+    values[members, 1] = estimate.hull_distance
+    stores.delete_block(name, "ground_states")
+    stores.write_block(name, "ground_states", ids, values, ["p_ground_state", "hull_distance"])
+    stores.update_campaign(
+        name,
+        {
+            "ground_states": {
+                "iteration": iteration,
+                "expected_missing": estimate.expected_missing,
+                "std_error": estimate.missing_std_error,
+                "n_samples": estimate.n_samples,
+            }
+        },
+    )
 
 
 @job(config=STORE_JOB)
@@ -642,6 +700,21 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         )
         diversity = learning.diversity(config, X, data.dear_index)
 
+    # Free: neither answered (successfully or not) nor asked, at each fidelity.
+    taken = {(lab["candidate_id"], lab["fidelity"] == cheap_name) for lab in labels} | {
+        (a["candidate_id"], a["cheap"]) for a in open_
+    }
+    dear_ok = np.ones(len(ids), dtype=bool)
+    cheap_ok = np.full(len(ids), config.oracle.cheap is not None)
+    for cid, cheap in taken:
+        if cid in row:
+            (cheap_ok if cheap else dear_ok)[row[cid]] = False
+    hull = _hull_estimate(config, stores, name, ids, fitted, X, good, dear_ok, rng)
+    if hull is not None:
+        members, estimate, _ = hull
+        metrics["missing_ground_states"] = estimate.expected_missing
+        _store_hull(stores, name, iteration, ids, members, estimate)
+
     rmse_history = [
         h["metrics"].get("rmse") for h in doc.get("history", []) if h["iteration"] < iteration
     ] + [metrics["rmse"]]
@@ -653,19 +726,18 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         n_failed=n_calls - len(good),
         rmse_history=rmse_history,
     )
+    if config.stopping.missing_ground_states is not None:
+        judge_missing_ground_states(
+            decision,
+            metrics.get("missing_ground_states"),
+            config.stopping.missing_ground_states,
+            n_calls,
+            config.stopping.min_labels,
+        )
 
     requests: list[learning.Request] = []
     rule_name = None
     if not decision.stop:
-        # Free: neither answered (successfully or not) nor asked, at each fidelity.
-        taken = {(lab["candidate_id"], lab["fidelity"] == cheap_name) for lab in labels} | {
-            (a["candidate_id"], a["cheap"]) for a in open_
-        }
-        dear_ok = np.ones(len(ids), dtype=bool)
-        cheap_ok = np.full(len(ids), config.oracle.cheap is not None)
-        for cid, cheap in taken:
-            if cid in row:
-                (cheap_ok if cheap else dear_ok)[row[cid]] = False
         # Outstanding external questions count against the batch and the budget.
         k = min(
             config.acquisition.batch_size - len(outstanding),
@@ -674,12 +746,14 @@ def _decide(stores: CampaignStores, name: str, iteration: int) -> Response | dic
         if not (dear_ok.any() or cheap_ok.any()):
             decision.stop, decision.reason = True, "candidate pool exhausted"
         else:
-            comps = None
-            if config.acquisition.rule == "lower_confidence_bound":
+            comps, hull_labels, reuse = None, None, None
+            if config.acquisition.rule in ("lower_confidence_bound", "ground_state"):
                 amounts = _design_block(stores, name, "composition", ids)
                 comps = amounts / amounts.sum(axis=1, keepdims=True)
+            if hull is not None:
+                reuse, hull_labels = (hull[0], hull[1]), hull[2]
             rule_name, requests = learning.select(
-                config, fitted, X, dear_ok, cheap_ok, k, rng, comps
+                config, fitted, X, dear_ok, cheap_ok, k, rng, comps, hull_labels, reuse
             )
 
     entry = {

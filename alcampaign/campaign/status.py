@@ -14,7 +14,7 @@ def status_record(doc: dict) -> dict:
         "iteration": doc.get("iteration", 0),
         "n_oracle_calls": doc.get("n_oracle_calls", 0),
         "stop_reason": doc.get("stop_reason"),
-        "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
+        "metrics": {k: metrics.get(k) for k in (*METRIC_NAMES, "missing_ground_states")},
         "criteria": doc.get("criteria") or [],
         "n_candidates": (doc.get("enumeration") or {}).get("n_candidates"),
         "prescreen": doc.get("prescreen"),

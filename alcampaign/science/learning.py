@@ -26,6 +26,11 @@ from alcampaign.science.acquisition import (
     multi_fidelity_rows,
 )
 from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.hull import (
+    GroundStateEstimate,
+    end_member_indices,
+    estimate_ground_states,
+)
 from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
 
@@ -41,6 +46,28 @@ def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
     std = raw.std(axis=0)
     z = (raw - raw.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return np.column_stack([np.ones(len(raw)), z])
+
+
+def initial_design(
+    config: CampaignConfig,
+    n_candidates: int,
+    rng: np.random.Generator,
+    compositions: np.ndarray | None = None,
+    cheap_energies: np.ndarray | None = None,
+) -> list[int]:
+    """The first questions: the end members (when asked for), then random candidates.
+
+    ``initial_design.n_initial`` in all; with ``initial_design.end_members`` and
+    compositions known, one candidate at each corner of the composition space comes
+    first (the lowest ``cheap_energies`` among several, e.g. the CHGNet prescreen).
+    """
+    n = min(config.initial_design.n_initial, n_candidates)
+    chosen: list[int] = []
+    if config.initial_design.end_members and compositions is not None:
+        chosen = end_member_indices(compositions, cheap_energies).tolist()[:n]
+    rest = np.setdiff1d(np.arange(n_candidates), chosen)
+    chosen += rng.choice(rest, size=n - len(chosen), replace=False).tolist()
+    return [int(i) for i in chosen]
 
 
 @dataclass
@@ -156,6 +183,43 @@ def diversity(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
     return coverage_metrics(X, X[train], radius=config.acquisition.coverage_radius)
 
 
+def ground_states(
+    config: CampaignConfig,
+    fitted: FittedModel,
+    X: np.ndarray,
+    labels: np.ndarray,
+    compositions: np.ndarray,
+    members: np.ndarray,
+    rng: np.random.Generator,
+) -> GroundStateEstimate:
+    """Sampled hulls over the candidates ``members`` (labelled ones at their labels).
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` dear labels, ``nan`` where unlabelled.
+    members
+        Indices of the candidates that enter the hulls (labelled or still askable:
+        failed ones can never be labelled, so they are left out).
+
+    Returns
+    -------
+    GroundStateEstimate
+        Over ``members``, in their order.
+    """
+    Xm = X[members]
+    return estimate_ground_states(
+        fitted.predict(Xm).mean,
+        fitted.rows(Xm),
+        fitted.model.covariance_,
+        compositions[members],
+        labels[members],
+        config.acquisition.n_samples,
+        rng,
+        fitted.model.noise_variance(),
+    )
+
+
 @dataclass
 class Request:
     """One question for an oracle: a candidate row, its fidelity, its score."""
@@ -174,10 +238,14 @@ def select(
     k: int,
     rng: np.random.Generator,
     compositions: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    hull: tuple[np.ndarray, GroundStateEstimate] | None = None,
 ) -> tuple[str, list[Request]]:
     """Choose the next questions with the configured rule.
 
     Without a fitted model (no successful label yet) the choice is random.
+    ``ground_state`` also needs ``labels`` (``(N,)``, ``nan`` where unlabelled) and may
+    reuse ``hull``: (members, estimate) from :func:`ground_states`.
 
     Returns
     -------
@@ -187,9 +255,15 @@ def select(
         return config.acquisition.rule, []
     rule_name = config.acquisition.rule if fitted is not None else "random"
     a = config.acquisition
-    rule = make_rule(
-        rule_name, **({"kappa": a.kappa} if rule_name == "lower_confidence_bound" else {})
-    )
+    options = {
+        "lower_confidence_bound": {"kappa": a.kappa},
+        "ground_state": {"n_samples": a.n_samples},
+    }
+    rule = make_rule(rule_name, **options.get(rule_name, {}))
+    if rule_name == "ground_state":
+        return rule.name, _select_ground_states(
+            rule, fitted, X, dear_available, k, rng, compositions, labels, hull
+        )
     if rule_name == "cost_aware":
         pool_index = np.flatnonzero(dear_available | cheap_available)
         Xp = X[pool_index]
@@ -234,5 +308,43 @@ def select(
     sel: Selection = rule.select(pool, k, rng)
     return rule.name, [
         Request(int(pool_index[i]), False, float(s))
+        for i, s in zip(sel.indices, sel.scores, strict=True)
+    ]
+
+
+def _select_ground_states(
+    rule,
+    fitted: FittedModel,
+    X: np.ndarray,
+    available: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    compositions: np.ndarray | None,
+    labels: np.ndarray | None,
+    hull: tuple[np.ndarray, GroundStateEstimate] | None,
+) -> list[Request]:
+    """The ``ground_state`` rule over labelled and askable candidates together."""
+    if compositions is None:
+        raise ValueError("ground_state needs the candidates' compositions")
+    labels = np.full(X.shape[0], np.nan) if labels is None else labels
+    if hull is None:
+        members, estimate = np.flatnonzero(available | np.isfinite(labels)), None
+    else:
+        members, estimate = hull
+    Xm = X[members]
+    pred = fitted.predict(Xm)
+    pool = Pool(
+        pred,
+        X=fitted.rows(Xm),
+        covariance=fitted.model.covariance_,
+        noise_var=float(np.mean(pred.aleatoric_var)),
+        compositions=compositions[members],
+        labels=labels[members],
+        selectable=available[members],
+        ground_states=estimate,
+    )
+    sel = rule.select(pool, k, rng)
+    return [
+        Request(int(members[i]), False, float(s))
         for i, s in zip(sel.indices, sel.scores, strict=True)
     ]
