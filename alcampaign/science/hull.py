@@ -38,7 +38,7 @@ from scipy.spatial import ConvexHull, QhullError
 _TIE_BREAK = 1e-9
 
 
-def composition_coordinates(compositions: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+def composition_coordinates(compositions: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     """Coordinates of compositions in the affine space they span.
 
     Atomic fractions of ``m`` elements live in an ``m - 1`` dimensional simplex, and a
@@ -559,6 +559,8 @@ def believer_batch(
         c[fixed] = 0.0
         E += np.outer(mean[cont[j]] - E[:, j], c)
         fixed[j] = True
+        if len(picks) == k or not sel_c.any():
+            break
         counts = HullCounts.empty(cont.size)
         count_hull_vertices(E, groups, counts, tie_breaker(cont.size, fixed))
         freq = counts.on_hull / max(counts.n_samples, 1)
