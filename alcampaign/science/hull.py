@@ -33,10 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-# Distinct energies tie-break exact ties (duplicate feature rows give identical samples):
-# labelled candidates first, then by index; at most this many eV/atom in all.
-_TIE_BREAK = 1e-9
-
 
 def composition_coordinates(compositions: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     """Coordinates of compositions in the affine space they span.
@@ -252,8 +248,8 @@ class HullCounts:
 
 
 def count_hull_vertices(
-    samples: np.ndarray, groups: CompositionGroups, counts: HullCounts, tie: np.ndarray
-) -> np.ndarray:
+    samples: np.ndarray, groups: CompositionGroups, counts: HullCounts, priority: np.ndarray
+) -> None:
     """Add one block of energy samples to the running counts.
 
     Parameters
@@ -264,38 +260,50 @@ def count_hull_vertices(
         The candidates' composition groups.
     counts
         Running sums, updated in place.
-    tie
-        ``(N,)`` tiny distinct offsets that break exact ties.
-
-    Returns
-    -------
-    np.ndarray
-        ``(S, N)`` boolean: candidate ``i`` is a vertex of sample ``s``'s hull.
+    priority
+        ``(N,)`` exact ties at a composition (identical feature rows share every
+        sample) go to the lowest priority (labelled candidates first).
     """
-    E = samples[:, groups.order] + tie[groups.order]
+    order = np.lexsort((priority, groups.group))
+    E = samples[:, order]
     gmin = np.minimum.reduceat(E, groups.starts, axis=1)  # (S, G)
-    grp = groups.group[groups.order]
+    grp = groups.group[order]
     is_min = E == gmin[:, grp]
+    tied = np.flatnonzero(is_min.sum(axis=1) > groups.size)
+    if tied.size:  # keep the first minimum of each group (sorted by priority)
+        c = np.cumsum(is_min[tied], axis=1)
+        before = np.where(groups.starts > 0, c[:, groups.starts - 1], 0)
+        is_min[tied] &= (c - before[:, grp]) == 1
     vertex = np.empty(gmin.shape, dtype=bool)
     hull = np.empty(gmin.shape)
     for s in range(E.shape[0]):
         vertex[s], hull[s] = lower_hull(groups.coords, gmin[s])
     on = is_min & vertex[:, grp]
-    out = np.empty_like(on)
-    out[:, groups.order] = on
-    counts.on_hull[groups.order] += on.sum(axis=0)
-    counts.distance[groups.order] += (E - hull[:, grp]).sum(axis=0)
-    counts.ever_min[groups.order] |= is_min.any(axis=0)
+    counts.on_hull[order] += on.sum(axis=0)
+    counts.distance[order] += (E - hull[:, grp]).sum(axis=0)
+    counts.ever_min[order] |= is_min.any(axis=0)
     counts.hull_sum = counts.hull_sum + hull.sum(axis=0)
     counts.n_samples += E.shape[0]
-    return out
 
 
-def tie_breaker(n: int, labelled: np.ndarray) -> np.ndarray:
-    """Offsets in ``[0, 1e-9)`` eV/atom: labelled candidates lowest, then by index."""
-    rank = np.empty(n)
-    rank[np.argsort(~labelled, kind="stable")] = np.arange(n)
-    return _TIE_BREAK * rank / max(n, 1)
+def tie_priority(labelled: np.ndarray) -> np.ndarray:
+    """Priorities for exact ties: labelled candidates first, then by index."""
+    n = labelled.size
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(~np.asarray(labelled, dtype=bool), kind="stable")] = np.arange(n)
+    return rank
+
+
+def affine_reference(coords: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    """The least-squares affine function of composition through ``energies``, at ``coords``.
+
+    Subtracting an affine function of composition changes neither which points are
+    hull vertices nor their distances to the hull; it leaves small numbers (formation
+    energy-like), so samples can be held in single precision.
+    """
+    A = np.column_stack([np.ones(coords.shape[0]), coords])
+    coef, *_ = np.linalg.lstsq(A, energies, rcond=None)
+    return A @ coef
 
 
 @dataclass
@@ -317,7 +325,10 @@ class GroundStateEstimate:
         least one sample: the only ones that shape the hulls (batch selection works on
         these).
     contender_samples
-        ``(S, len(contenders))`` their samples.
+        ``(S, len(contenders))`` their samples (single precision), less ``shift``.
+    shift
+        ``(len(contenders),)`` the affine function of composition subtracted from the
+        contenders' samples (:func:`affine_reference`).
     """
 
     p_on_hull: np.ndarray
@@ -326,6 +337,7 @@ class GroundStateEstimate:
     n_samples: int
     contenders: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
     contender_samples: np.ndarray | None = field(default=None, repr=False)
+    shift: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def expected_missing(self) -> float:
@@ -444,47 +456,71 @@ def estimate_ground_states(
     keep = np.flatnonzero(labelled | (mean - prune_sigmas * sd <= bound))
     kl = labelled[keep]
     groups = CompositionGroups.of_coords(coords_all[keep])
-    _, urow = np.unique(np.round(X[keep], 10), axis=0, return_inverse=True)
-    urow = urow.reshape(-1)
-    sigma = float(np.sqrt(max(noise_var, 0.0)))
-    tie = tie_breaker(keep.size, kl)
+    # Work relative to an affine function of composition, in single precision.
+    ref = affine_reference(coords_all, mean)
+    base = (np.where(labelled, labels, mean) - ref)[keep].astype(np.float32)
+    XRk = XR[keep].astype(np.float32)
+    urow = np.unique(np.round(X[keep], 10), axis=0, return_inverse=True)[1].reshape(-1)
+    shared = urow.size and int(urow.max()) + 1 < urow.size  # identical rows share noise
+    sigma = np.float32(np.sqrt(max(noise_var, 0.0)))
+    priority = tie_priority(kl)
     counts = HullCounts.empty(keep.size)
 
-    def draw(gen: np.random.Generator, m: int, cols: np.ndarray) -> np.ndarray:
-        z = gen.standard_normal((m, XR.shape[1]))
-        eps = gen.standard_normal((m, int(urow.max()) + 1)) if sigma > 0 else None
-        E = mean[keep][cols] + z @ XR[keep][cols].T
+    def draw(gen: np.random.Generator, m: int, cols: np.ndarray | None) -> np.ndarray:
+        z = gen.standard_normal((m, XR.shape[1]), dtype=np.float32)
+        eps = None
+        if sigma > 0:
+            eps = gen.standard_normal((m, int(urow.max()) + 1 if shared else keep.size),
+                                      dtype=np.float32)
+        sel = slice(None) if cols is None else cols
+        E = z @ XRk[sel].T
         if eps is not None:
-            E += sigma * eps[:, urow[cols]]
-        fixed = kl[cols]
-        E[:, fixed] = labels[keep][cols][fixed]
+            E += sigma * (eps[:, urow[sel]] if shared else eps[:, sel])
+        E += base[sel]
+        fixed = kl[sel]
+        E[:, fixed] = base[sel][fixed]
         return E
 
     states = []
-    everything = np.arange(keep.size)
     for start in range(0, n_samples, chunk):
         states.append(rng.bit_generator.state)
-        m = min(chunk, n_samples - start)
-        count_hull_vertices(draw(rng, m, everything), groups, counts, tie)
+        count_hull_vertices(draw(rng, min(chunk, n_samples - start), None), groups, counts,
+                            priority)
     # The contenders' samples again, from the same random streams (so no (S, N) matrix
-    # is ever held): the candidates that were lowest at their composition at least once.
-    cont = np.flatnonzero(kl | counts.ever_min)
-    replay = np.random.Generator(type(rng.bit_generator)())
+    # is ever held): labelled candidates and those on a sampled hull at least once.
+    cont = np.flatnonzero(kl | (counts.on_hull > 0))
+    end_state = rng.bit_generator.state
     blocks = []
     for i, start in enumerate(range(0, n_samples, chunk)):
-        replay.bit_generator.state = states[i]
-        blocks.append(draw(replay, min(chunk, n_samples - start), cont))
-    samples = np.vstack(blocks) if blocks else np.zeros((0, cont.size))
+        rng.bit_generator.state = states[i]
+        blocks.append(draw(rng, min(chunk, n_samples - start), cont))
+    rng.bit_generator.state = end_state
+    samples = np.vstack(blocks) if blocks else np.zeros((0, cont.size), dtype=np.float32)
     s = max(counts.n_samples, 1)
     p = np.zeros(n)
     p[keep] = counts.on_hull / s
     distance = np.empty(n)
     distance[keep] = counts.distance / s
-    mean_hull = counts.hull_sum / s  # per group
     rest = np.setdiff1d(np.arange(n), keep)
     if rest.size:
-        distance[rest] = mean[rest] - _interpolate(groups.coords, mean_hull, coords_all[rest])
-    return GroundStateEstimate(p, distance, labelled, counts.n_samples, keep[cont], samples)
+        distance[rest] = (mean - ref)[rest] - _mean_hull_at(
+            groups, counts.hull_sum / s, coords_all[rest]
+        )
+    return GroundStateEstimate(
+        p, distance, labelled, counts.n_samples, keep[cont], samples, ref[keep[cont]]
+    )
+
+
+def _mean_hull_at(groups: CompositionGroups, hull: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The mean sampled hull at compositions: looked up where a group sits, else
+    interpolated."""
+    index = {tuple(c): g for g, c in enumerate(np.round(groups.coords, 8))}
+    found = np.array([index.get(tuple(c), -1) for c in np.round(query, 8)], dtype=int)
+    out = np.empty(query.shape[0])
+    out[found >= 0] = hull[found[found >= 0]]
+    if (found < 0).any():
+        out[found < 0] = _interpolate(groups.coords, hull, query[found < 0])
+    return out
 
 
 def _interpolate(coords: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -541,7 +577,8 @@ def believer_batch(
     scores: list[float] = []
     if cont.size == 0:
         return np.array(picks, dtype=int), np.array(scores)
-    E = estimate.contender_samples.copy()
+    E = estimate.contender_samples.astype(float)
+    believed = np.asarray(mean, dtype=float)[cont] - estimate.shift
     Xc = np.asarray(X, dtype=float)[cont]
     SX = Xc @ np.asarray(covariance, dtype=float)  # rows x_i^T S
     groups = CompositionGroups.of(np.asarray(compositions)[cont])
@@ -557,11 +594,11 @@ def believer_batch(
         same = np.all(np.abs(Xc - Xc[j]) <= 1e-10, axis=1)
         c = (SX @ Xc[j] + noise_var * same) / (SX[j] @ Xc[j] + noise_var)
         c[fixed] = 0.0
-        E += np.outer(mean[cont[j]] - E[:, j], c)
+        E += np.outer(believed[j] - E[:, j], c)
         fixed[j] = True
         if len(picks) == k or not sel_c.any():
             break
         counts = HullCounts.empty(cont.size)
-        count_hull_vertices(E, groups, counts, tie_breaker(cont.size, fixed))
+        count_hull_vertices(E, groups, counts, tie_priority(fixed))
         freq = counts.on_hull / max(counts.n_samples, 1)
     return np.array(picks, dtype=int), np.array(scores)
