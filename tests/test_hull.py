@@ -250,12 +250,13 @@ def test_initial_design_starts_with_end_members():
     )
     x = np.linspace(0, 1, 9)
     comps = np.column_stack([1 - x, x])
-    chosen = initial_design(config, 9, np.random.default_rng(0), comps)
-    assert chosen[:2] == [0, 8] and len(set(chosen)) == 4
+    chosen, n_end = initial_design(config, 9, np.random.default_rng(0), comps)
+    assert chosen[:2] == [0, 8] and n_end == 2 and len(set(chosen)) == 4
     off = config.model_copy(
         update={"initial_design": config.initial_design.model_copy(update={"end_members": False})}
     )
-    assert len(set(initial_design(off, 9, np.random.default_rng(0), comps))) == 4
+    chosen, n_end = initial_design(off, 9, np.random.default_rng(0), comps)
+    assert n_end == 0 and len(set(chosen)) == 4
 
 
 def test_missing_ground_states_criterion():

@@ -271,23 +271,23 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
     got, energies, _ = stores.read_block(name, "prescreen_energy")
     if got == ids:
         cheap = np.asarray(energies, dtype=float)[:, 0]
-    chosen = [ids[i] for i in learning.initial_design(config, len(ids), rng, comps, cheap)]
-    n = len(chosen)
+    picked, n_end = learning.initial_design(config, len(ids), rng, comps, cheap)
+    n = len(picked)
     stores.record_acquisitions(
         name,
         [
             acquisition_entry(
-                cid,
+                ids[i],
                 config.oracle.fidelity,
                 0,
-                "initial_design",
+                "initial_end_member" if k < n_end else "initial_random",
                 0.0,
                 external=config.oracle.external,
             )
-            for cid in chosen
+            for k, i in enumerate(picked)
         ],
     )
-    logger.info("initial design: %d candidates (end members first)", n)
+    logger.info("initial design: %d end members and %d random candidates", n_end, n - n_end)
     return Response(addition=_launch_job(name, 0))
 
 

@@ -54,20 +54,26 @@ def initial_design(
     rng: np.random.Generator,
     compositions: np.ndarray | None = None,
     cheap_energies: np.ndarray | None = None,
-) -> list[int]:
+) -> tuple[list[int], int]:
     """The first questions: the end members (when asked for), then random candidates.
 
     ``initial_design.n_initial`` in all; with ``initial_design.end_members`` and
     compositions known, one candidate at each corner of the composition space comes
     first (the lowest ``cheap_energies`` among several, e.g. the CHGNet prescreen).
+
+    Returns
+    -------
+    indices, n_end_members
+        The chosen candidates, the end members first, and how many end members.
     """
     n = min(config.initial_design.n_initial, n_candidates)
     chosen: list[int] = []
     if config.initial_design.end_members and compositions is not None:
         chosen = end_member_indices(compositions, cheap_energies).tolist()[:n]
+    n_end = len(chosen)
     rest = np.setdiff1d(np.arange(n_candidates), chosen)
-    chosen += rng.choice(rest, size=n - len(chosen), replace=False).tolist()
-    return [int(i) for i in chosen]
+    chosen += rng.choice(rest, size=n - n_end, replace=False).tolist()
+    return [int(i) for i in chosen], n_end
 
 
 @dataclass
