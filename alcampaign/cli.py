@@ -683,6 +683,9 @@ def query(
         lab["candidate_id"]: lab
         for lab in stores.get_labels(name, fidelity, ["energy_per_atom", "status"])
     }
+    from alcampaign.campaign.jobs import read_ground_states
+
+    hulls = read_ground_states(stores, name)
     rows = []
     for c in cands:
         lab = labels.get(c["candidate_id"])
@@ -704,6 +707,8 @@ def query(
                 "iteration": (c.get("acquisition") or {}).get("iteration"),
                 "energy_per_atom": energy,
                 "source": source,
+                "p_ground_state": hulls.get(c["candidate_id"], (None, None))[0],
+                "hull_distance": hulls.get(c["candidate_id"], (None, None))[1],
             }
         )
     rows.sort(key=lambda r: (r["energy_per_atom"] is None, r["energy_per_atom"] or 0.0))
@@ -726,6 +731,8 @@ def query(
             "iteration",
             "energy_per_atom",
             "source",
+            "p_ground_state",
+            "hull_distance",
         ):
             table.add_column(col)
         for r in shown:
@@ -738,6 +745,8 @@ def query(
                 "" if r["iteration"] is None else str(r["iteration"]),
                 "" if e is None else f"{e:.5f}",
                 str(r["source"] or ""),
+                "" if r["p_ground_state"] is None else f"{r['p_ground_state']:.3f}",
+                "" if r["hull_distance"] is None else f"{r['hull_distance']:.4f}",
             )
         console.print(table)
 

@@ -589,6 +589,19 @@ def _store_hull(stores: CampaignStores, name: str, iteration: int, ids, members,
     )
 
 
+def read_ground_states(stores: CampaignStores, name: str) -> dict[str, tuple[float, float]]:
+    """The latest ``p_ground_state`` and ``hull_distance`` of every candidate (empty when
+    the campaign samples no hulls)."""
+    if not stores.block_ids(name, "ground_states"):
+        return {}
+    ids, values, columns = stores.read_block(name, "ground_states")
+    p, d = columns.index("p_ground_state"), columns.index("hull_distance")
+    return {
+        cid: (None if np.isnan(v[p]) else float(v[p]), None if np.isnan(v[d]) else float(v[d]))
+        for cid, v in zip(ids, values, strict=True)
+    }
+
+
 @job(config=STORE_JOB)
 def controller(name: str, iteration: int, after: Any = None) -> Response | dict:
     """Read the stores, update the model, judge the stopping rules, and stop or go on.
