@@ -1,12 +1,17 @@
-"""The ``alcampaign`` command line (typer + rich).
+"""The ``alcampaign`` command line (typer + rich): parse, call, print.
+
+Every command parses its options, calls the campaign layer (:mod:`alcampaign.campaign`:
+flows, preflight, query, external oracle, status, managers) and prints what it got
+back; no domain logic lives here.
 
 Exit codes: 0 success; 1 the campaign ran but did not reach a stop (a job failed);
-2 bad input (config, structure file, store file, unreachable database), in which case
-nothing has been written anywhere.
+2 bad input (config, structure file, store file, unreachable database, a campaign name
+the store does not hold), in which case nothing has been written anywhere.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -15,26 +20,22 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from pymatgen.core import Structure
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from alcampaign.campaign.preflight import preflight
-from alcampaign.campaign.status import status_record
+from alcampaign.campaign.preflight import md_preflight, preflight
+from alcampaign.campaign.status import FINISHED, status_record, waiting_for
 from alcampaign.config import (
-    EXTERNAL,
     CampaignConfig,
     ConfigError,
     alcampaign_home,
     format_validation_error,
     load_config,
 )
+from alcampaign.errors import CampaignNotFound
 from alcampaign.store.facade import open_stores
-from alcampaign.structures.enumeration import (
-    EnumerationError,
-    read_structure,
-)
+from alcampaign.structures.enumeration import EnumerationError
 
 app = typer.Typer(
     add_completion=False,
@@ -84,6 +85,16 @@ ProjectOption = Annotated[
 WorkerOption = Annotated[
     str | None, typer.Option("--worker", help="jobflow-remote: worker (default: the first).")
 ]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="local: oracle jobs of a batch run at once, each in its own process with "
+        "one torch/BLAS thread (default: resources.workers of the config, or "
+        "$ALCAMPAIGN_WORKERS).",
+    ),
+]
 WorkerStoreOption = Annotated[
     str | None,
     typer.Option(
@@ -99,6 +110,24 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def command(*args, **kwargs):
+    """``app.command`` whose command exits 2 with the error's message on bad input
+    (:class:`~alcampaign.errors.CampaignNotFound`, ``ConfigError``) raised anywhere
+    below it."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def checked(*a, **k):
+            try:
+                return fn(*a, **k)
+            except (CampaignNotFound, ConfigError) as exc:
+                raise _fail(str(exc)) from None
+
+        return app.command(*args, **kwargs)(checked)
+
+    return register
+
+
 class _JobFailures(logging.Handler):
     """Collects jobflow's 'job failed' reports so the CLI can show them."""
 
@@ -112,16 +141,14 @@ class _JobFailures(logging.Handler):
             self.messages.append(message)
 
 
-def _campaign_or_fail(store_file: Path | None, name: str):
-    """Open the stores and read a campaign; exit 2 with a clear message if either fails."""
+def _apply_resources(config, workers: int | None) -> None:
+    """The thread/process policy for this run (alcampaign.campaign.resources)."""
+    from alcampaign.campaign.resources import prepare
+
     try:
-        job_store, stores = open_stores(store_file)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store")
-    return job_store, stores, doc
+        prepare(config, workers)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(f"resources: {exc}") from None
 
 
 def execute(flow, job_store, name: str, stores, runner=None) -> dict:
@@ -174,12 +201,21 @@ def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> T
     table.add_row("iteration", str(rec["iteration"]), "", "")
     table.add_row("oracle calls", str(rec["n_oracle_calls"]), "", "")
     table.add_row("candidates", str(rec["n_candidates"]), "", "")
+    res = rec.get("resources")
+    if res:
+        table.add_row(
+            "resources",
+            f"{res['workers']} worker(s) x {res['threads_per_process']} thread(s) "
+            f"on {res['cores']} cores",
+            "",
+            "",
+        )
     criteria = {c["name"]: c for c in rec["criteria"]}
     for k, v in rec["metrics"].items():
         c = criteria.pop(k, None)
         unit = " eV/atom" if k in ("rmse", "mae") else ""
         table.add_row(
-            k.replace("_", " ") if k == "missing_ground_states" else f"cv {k}",
+            "missing ground states" if k == "missing_ground_states" else f"cv {k}",
             "—" if v is None else f"{v:.4g}{unit}",
             "" if c is None else f"{c['threshold']:.4g}",
             "" if c is None else ("yes" if c["met"] else "no"),
@@ -223,33 +259,6 @@ def _finish(doc: dict | None, name: str, store_file: Path | None) -> None:
         )
 
 
-def _manager_setup(
-    manager: str, store: Path | None, launchpad: Path | None, launch: bool, jfr: dict
-) -> dict:
-    """Check the manager options and open what the manager needs (raises ConfigError)."""
-    from alcampaign.campaign.managers import MANAGERS, load_launchpad, read_store_template
-
-    if manager not in MANAGERS:
-        raise ConfigError(f"--manager {manager!r}: choose one of {', '.join(MANAGERS)}")
-    if manager != "fireworks" and (launch or launchpad is not None):
-        raise ConfigError("--launch and --launchpad go with --manager fireworks")
-    if manager != "jobflow-remote" and any(jfr.values()):
-        raise ConfigError("--project, --worker and --worker-store go with --manager jobflow-remote")
-    if manager == "local":
-        return {}
-    import importlib
-
-    try:
-        importlib.import_module("fireworks" if manager == "fireworks" else "jobflow_remote")
-    except ImportError as exc:
-        raise ConfigError(
-            f"--manager {manager} needs {exc.name}: pip install 'alcampaign[managers]'"
-        ) from None
-    if manager == "fireworks":
-        return {"template": read_store_template(store), "launchpad": load_launchpad(launchpad)}
-    return {}
-
-
 def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, store, jfr) -> None:
     """Run or submit a campaign flow with the chosen manager and report."""
     from alcampaign.campaign import managers
@@ -257,44 +266,43 @@ def _dispatch(flow, manager: str, setup: dict, job_store, name: str, stores, sto
     where = f" --store {store}" if store else ""
     if manager == "local":
         _finish(execute(flow, job_store, name, stores), name, store)
-        return
-    try:
-        if manager == "fireworks":
-            launchpad = setup["launchpad"]
-            ids = managers.submit_fireworks(flow, setup["template"], launchpad, name)
-            console.print(
-                f"{len(ids)} Fireworks of campaign {name} added to the LaunchPad "
-                f"({launchpad.name}); the controller adds each iteration as it runs",
-                highlight=False,
-            )
-            if setup["launch"]:
-                doc = execute(
-                    None,
-                    job_store,
-                    name,
-                    stores,
-                    lambda root: managers.launch_rockets(launchpad, root, name),
-                )
-                _finish(doc, name, store)
-                return
-            console.print(
-                "the group's workers run it ('rlaunch -l my_launchpad.yaml rapidfire', or "
-                f"'qlaunch'); follow it with 'alcampaign status {name}{where}'",
-                highlight=False,
-            )
-        else:
-            ids = managers.submit_jobflow_remote(flow, store_file=store, **jfr)
-            console.print(
-                f"{len(ids)} jobs of campaign {name} submitted to jobflow-remote; the "
-                f"project's runner executes them ('jf runner start'); follow it with "
-                f"'alcampaign status {name}{where}' or 'jf flow list'",
-                highlight=False,
-            )
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    elif manager == "fireworks":
+        launchpad = setup["launchpad"]
+        ids = managers.submit_fireworks(flow, setup["template"], launchpad, name)
+        console.print(
+            f"{len(ids)} Fireworks of campaign {name} added to the LaunchPad "
+            f"({launchpad.name}); the controller adds each iteration as it runs",
+            highlight=False,
+        )
+        if setup["launch"]:
+            rockets = lambda root: managers.launch_rockets(launchpad, root, name)  # noqa: E731
+            _finish(execute(None, job_store, name, stores, rockets), name, store)
+            return
+        console.print(
+            "the group's workers run it ('rlaunch -l my_launchpad.yaml rapidfire', or "
+            f"'qlaunch'); follow it with 'alcampaign status {name}{where}'",
+            highlight=False,
+        )
+    else:
+        ids = managers.submit_jobflow_remote(flow, store_file=store, **jfr)
+        console.print(
+            f"{len(ids)} jobs of campaign {name} submitted to jobflow-remote; the "
+            f"project's runner executes them ('jf runner start'); follow it with "
+            f"'alcampaign status {name}{where}' or 'jf flow list'",
+            highlight=False,
+        )
 
 
-@app.command()
+def _new_name(stores, name: str) -> None:
+    """Exit 2 if the store holds a campaign of that name already."""
+    if stores.get_campaign(name) is not None:
+        raise _fail(
+            f"a campaign named {name!r} exists in this store: continue it with "
+            f"'alcampaign resume {name}' or choose another --name"
+        )
+
+
+@command()
 def run(
     config: Annotated[Path, typer.Argument(help="Campaign config YAML.")],
     store: StoreOption = None,
@@ -305,42 +313,23 @@ def run(
     project: ProjectOption = None,
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Run a campaign to its stopping rule (here with run_locally, or through a manager)."""
     from alcampaign.campaign.flows import campaign_flow
+    from alcampaign.campaign.managers import prepare_manager
 
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
     try:
-        setup = _manager_setup(manager, store, launchpad, launch, jfr)
+        setup = prepare_manager(manager, store, launchpad, launch, jfr)
         cfg = load_config(config, name=name)
         parent = preflight(cfg)
-        job_store, stores = open_stores(store)
-    except (ConfigError, EnumerationError) as exc:
+    except EnumerationError as exc:
         raise _fail(str(exc)) from None
-    if stores.get_campaign(cfg.name) is not None:
-        raise _fail(
-            f"a campaign named {cfg.name!r} exists in this store: continue it with "
-            f"'alcampaign resume {cfg.name}' or choose another --name"
-        )
-    setup["launch"] = launch
-    flow = campaign_flow(cfg, parent)
-    _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
-
-
-def md_preflight(cfg) -> Structure:
-    """Check an on-the-fly MD config before anything is written: the structure reads, the
-    oracle Maker imports and knows the elements, and the descriptors accept them."""
-    from alcampaign.campaign.jobs import check_oracle_elements, import_maker
-    from alcampaign.campaign.otf_md import initial_atoms, new_potential
-
-    structure = read_structure(cfg.system.structure)
-    if not structure.is_ordered:
-        raise ConfigError(f"system.structure {cfg.system.structure} must be ordered for MD")
-    elements = sorted({el.symbol for el in structure.composition})
-    check_oracle_elements(import_maker(cfg.oracle.maker, cfg.oracle.kwargs), elements)
-    atoms = initial_atoms(cfg, structure)
-    new_potential(cfg, elements).descriptor.atom_features(atoms)
-    return structure
+    job_store, stores = open_stores(store)
+    _new_name(stores, cfg.name)
+    _apply_resources(cfg.resources, workers)
+    _dispatch(campaign_flow(cfg, parent), manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
 def _md_summary_table(doc: dict) -> Table:
@@ -378,7 +367,7 @@ def _md_finish(doc: dict | None, name: str, store_file: Path | None) -> None:
         )
 
 
-@app.command()
+@command()
 def md(
     config: Annotated[Path, typer.Argument(help="On-the-fly MD config YAML.")],
     store: StoreOption = None,
@@ -391,14 +380,11 @@ def md(
     try:
         cfg = load_md_config(config, name=name)
         structure = md_preflight(cfg)
-        job_store, stores = open_stores(store)
-    except (ConfigError, EnumerationError, ValueError) as exc:
+    except (EnumerationError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    if stores.get_campaign(cfg.name) is not None:
-        raise _fail(
-            f"a campaign named {cfg.name!r} exists in this store: continue it with "
-            f"'alcampaign resume {cfg.name}' or choose another --name"
-        )
+    job_store, stores = open_stores(store)
+    _new_name(stores, cfg.name)
+    _apply_resources(None, None)
     doc = execute(md_flow(cfg, structure), job_store, cfg.name, stores)
     _md_finish(doc, cfg.name, store)
 
@@ -413,7 +399,35 @@ def _parse_pairs(values: list[str], option: str) -> dict[str, str]:
     return out
 
 
-@app.command("enumerate")
+def _enumeration_config(structure: Path, name: str | None, options: dict) -> CampaignConfig:
+    """The campaign config of ``alcampaign enumerate``'s options (exit 2 if wrong)."""
+    try:
+        occupancies = {
+            el: {sp.split(":")[0]: float(sp.split(":")[1]) for sp in spec.split(",")}
+            for el, spec in _parse_pairs(options.pop("occupancy"), "--occupancy").items()
+        }
+        concentrations = {
+            k: float(v)
+            for k, v in _parse_pairs(options.pop("concentration"), "--concentration").items()
+        }
+    except (ValueError, IndexError) as exc:
+        raise _fail(f"--occupancy/--concentration: {exc}") from None
+    prescreen = {k: options.pop(k) for k in ("prescreen", "forces", "relax_steps", "workers")}
+    raw = {
+        "name": name or structure.stem,
+        "system": {"structure": str(structure.resolve()), "occupancies": occupancies or None},
+        "enumeration": {**options, "concentrations": concentrations or None},
+        "prescreen": {"enabled": prescreen.pop("prescreen"), **prescreen},
+    }
+    if not structure.is_file():
+        raise ConfigError(f"structure file {structure} does not exist")
+    try:
+        return CampaignConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "(options)")) from None
+
+
+@command("enumerate")
 def enumerate_command(
     structure: Annotated[Path, typer.Argument(help="Disordered parent (CIF, POSCAR, ...).")],
     name: Annotated[
@@ -449,57 +463,30 @@ def enumerate_command(
 
     Prints the number of structures and the CHGNet energy range and mean (eV/atom).
     """
+    # Every option but these three goes into the config as it is named.
+    options = {k: v for k, v in locals().items() if k not in ("structure", "name", "store")}
     from alcampaign.campaign.flows import enumeration_flow
 
+    cfg = _enumeration_config(structure, name, options)
     try:
-        occupancies = {
-            el: {sp.split(":")[0]: float(sp.split(":")[1]) for sp in spec.split(",")}
-            for el, spec in _parse_pairs(occupancy, "--occupancy").items()
-        }
-        concentrations = {
-            k: float(v) for k, v in _parse_pairs(concentration, "--concentration").items()
-        }
-    except (ValueError, IndexError) as exc:
-        raise _fail(f"--occupancy/--concentration: {exc}") from None
-    raw = {
-        "name": name or structure.stem,
-        "system": {"structure": str(structure.resolve()), "occupancies": occupancies or None},
-        "enumeration": {
-            "min_size": min_size,
-            "max_size": max_size,
-            "concentrations": concentrations or None,
-            "tolerance": tolerance,
-            "charge_balanced": charge_balanced,
-            "keep": keep,
-            "max_candidates": max_candidates,
-        },
-        "prescreen": {
-            "enabled": prescreen,
-            "forces": forces,
-            "relax_steps": relax_steps,
-            "workers": workers,
-        },
-    }
-    try:
-        if not structure.is_file():
-            raise ConfigError(f"structure file {structure} does not exist")
-        cfg = CampaignConfig.model_validate(raw)
         parent = preflight(cfg, check_oracles=False)
-        job_store, stores = open_stores(store)
-    except ValidationError as err:
-        raise _fail(str(ConfigError(format_validation_error(err, "(options)")))) from None
-    except (ConfigError, EnumerationError) as exc:
+    except EnumerationError as exc:
         raise _fail(str(exc)) from None
+    job_store, stores = open_stores(store)
     if stores.get_campaign(cfg.name) is not None:
         raise _fail(f"{cfg.name!r} exists in this store; choose another --name")
     doc = execute(enumeration_flow(cfg, parent), job_store, cfg.name, stores)
     if doc is None or not doc.get("enumeration"):
         raise _fail("the enumeration did not finish; see the errors above", 1)
     stores.update_campaign(cfg.name, {"state": "enumerated"})
+    _print_enumeration(doc, structure.name, cfg.name)
+
+
+def _print_enumeration(doc: dict, source: str, name: str) -> None:
     n = doc["enumeration"]["n_candidates"]
     console.print(
-        f"{n} structures enumerated from {structure.name} "
-        f"({doc['enumeration']['seconds']} s); stored as '{cfg.name}'",
+        f"{n} structures enumerated from {source} "
+        f"({doc['enumeration']['seconds']} s); stored as '{name}'",
         highlight=False,
     )
     p = doc.get("prescreen") or {}
@@ -512,7 +499,7 @@ def enumerate_command(
         )
 
 
-@app.command()
+@command()
 def export(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write.")],
@@ -520,23 +507,22 @@ def export(
     store: StoreOption = None,
 ) -> None:
     """Write the questions waiting for an external oracle, with a manifest."""
-    from alcampaign.campaign.external import FORMATS, export_requests
+    from alcampaign.campaign.external import FORMATS, export_questions
 
     if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    _, stores, doc = _campaign_or_fail(store, name)
-    requests = stores.candidate_table(name, ["structure", "acquisition"], {"state": "requested"})
-    if not requests:
-        console.print(f"campaign {name} has no open questions (state {doc['state']})")
+    _, stores = open_stores(store)
+    done = export_questions(stores, name, out, fmt)
+    if not done.n_questions:
+        console.print(f"campaign {name} has no open questions (state {done.state})")
         return
-    fidelity = CampaignConfig.model_validate(doc["config"]).oracle.fidelity
-    manifest = export_requests(requests, name, fidelity, out, fmt)
     console.print(
-        f"{len(requests)} questions written to {out} (manifest: {manifest})", highlight=False
+        f"{done.n_questions} questions written to {out} (manifest: {done.manifest})",
+        highlight=False,
     )
 
 
-@app.command()
+@command()
 def ingest(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     paths: Annotated[list[Path], typer.Argument(help="Answer files or VASP directories.")],
@@ -547,71 +533,23 @@ def ingest(
     A file with any wrong answer is rejected whole, with an error naming it; answers
     already stored are skipped (ingesting twice changes nothing).
     """
-    from alcampaign.campaign.external import AnswerError, check_answer, read_answers
-    from alcampaign.store.facade import label_document
+    from alcampaign.campaign.external import ingest_answers
 
-    _, stores, doc = _campaign_or_fail(store, name)
-    config = CampaignConfig.model_validate(doc["config"])
-    fidelity = config.oracle.fidelity
-    table = {
-        d["candidate_id"]: d
-        for d in stores.candidate_table(name, ["state", "structure", "acquisition"])
-    }
-    labelled = {lab["candidate_id"] for lab in stores.get_labels(name, fidelity, ["status"])}
-    errors, stored, skipped = [], 0, 0
-    for path in paths:
-        try:
-            labels = []
-            for answer in read_answers(path):
-                cid = answer.candidate_id
-                if cid not in table:
-                    raise AnswerError(
-                        f"{answer.source}: unknown candidate id {cid!r} for campaign {name}"
-                    )
-                if cid in labelled:
-                    skipped += 1
-                    continue
-                if table[cid]["state"] != "requested":
-                    raise AnswerError(
-                        f"{answer.source}: candidate {cid} was not asked "
-                        f"(state {table[cid]['state']})"
-                    )
-                question = Structure.from_dict(table[cid]["structure"])
-                labels.append(
-                    label_document(
-                        name,
-                        cid,
-                        fidelity,
-                        oracle={"maker": EXTERNAL, "source": str(answer.source)},
-                        cost=config.oracle.cost,
-                        iteration=(table[cid].get("acquisition") or {}).get("iteration"),
-                        energy_per_atom=check_answer(answer, question),
-                        structure=answer.structure or question,
-                        forces=answer.forces,
-                        stress=answer.stress,
-                    )
-                )
-            # The whole file is checked before anything of it is stored.
-            stored += stores.add_labels(labels)
-            stores.set_state(name, [lab["candidate_id"] for lab in labels], "labelled")
-            labelled |= {lab["candidate_id"] for lab in labels}
-        except AnswerError as exc:
-            errors.append(str(exc))
-    if stored:
-        stores.update_counts(name, fidelity)
-    open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
+    _, stores = open_stores(store)
+    done = ingest_answers(stores, name, paths)
     console.print(
-        f"stored {stored} answers ({skipped} already stored); {open_questions} "
-        f"questions still open; continue with 'alcampaign resume {name}'",
+        f"stored {done.stored} answers ({done.skipped} already stored); "
+        f"{done.open_questions} questions still open; continue with "
+        f"'alcampaign resume {name}'",
         highlight=False,
     )
-    for e in errors:
+    for e in done.errors:
         err_console.print(f"[bold red]rejected:[/] {e}", highlight=False)
-    if errors:
+    if done.errors:
         raise typer.Exit(2)
 
 
-@app.command()
+@command()
 def report(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and index.html.")],
@@ -626,132 +564,104 @@ def report(
     """Plots and one self-contained HTML page of what a campaign learned and spent."""
     from alcampaign.report.build import collect, write_report
 
-    try:
-        _, stores = open_stores(store)
-        data = collect(stores, name, baseline)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except KeyError as exc:
-        raise _fail(exc.args[0]) from None
-    info = write_report(data, out)
+    _, stores = open_stores(store)
+    for campaign in (name, baseline):
+        if campaign is not None:
+            stores.require_campaign(campaign, ["name"])
+    info = write_report(collect(stores, name, baseline), out)
     console.print(
         f"report of {name}: {out / 'index.html'} ({len(info['plots'])} plots)", highlight=False
     )
 
 
-@app.command()
+@command()
 def query(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     formula: Annotated[str | None, typer.Option(help="Reduced formula, e.g. CuAu.")] = None,
     state: Annotated[
         str | None, typer.Option(help="pool, acquired, requested, labelled or failed.")
     ] = None,
-    emin: Annotated[float | None, typer.Option(help="Lowest energy per atom (eV/atom).")] = None,
-    emax: Annotated[float | None, typer.Option(help="Highest energy per atom (eV/atom).")] = None,
+    emin: Annotated[
+        float | None, typer.Option(help="Lowest energy per atom (eV/atom) of --energy.")
+    ] = None,
+    emax: Annotated[
+        float | None, typer.Option(help="Highest energy per atom (eV/atom) of --energy.")
+    ] = None,
+    energy: Annotated[
+        str,
+        typer.Option(
+            help="The energy --emin/--emax bound and rows are sorted by: label (the "
+            "oracle's), chgnet (the prescreen's) or predicted (the current model's)."
+        ),
+    ] = "label",
     iteration: Annotated[int | None, typer.Option(help="Acquired in this iteration.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 50,
     store: StoreOption = None,
 ) -> None:
-    """Read candidates and their labels back from the stores, with filters.
+    """Read candidates back with their energies, each in its own column (eV/atom).
 
-    The energy is the oracle label where one exists, else the CHGNet prescreen energy;
-    the column ``source`` says which.
+    ``label_energy_per_atom``: the oracle's answer; ``chgnet_energy_per_atom``: the
+    CHGNet prescreen; ``predicted_energy_per_atom`` and ``predicted_std``: the latest
+    model's prediction of the oracle and its standard deviation.
     """
-    import csv
-    import io
+    from alcampaign.campaign.query import FORMATS, QueryFilter, query_candidates
 
-    from alcampaign.store.facade import CANDIDATE_STATES
-
-    if fmt not in ("table", "json", "csv"):
+    if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: choose table, json or csv")
-    if state is not None and state not in CANDIDATE_STATES:
-        raise _fail(f"--state {state!r}: choose one of {', '.join(CANDIDATE_STATES)}")
-    _, stores, doc = _campaign_or_fail(store, name)
-    criteria: dict = {}
-    if formula:
-        criteria["formula"] = formula
-    if state:
-        criteria["state"] = state
-    if iteration is not None:
-        criteria["acquisition.iteration"] = iteration
-    cands = stores.candidate_table(
-        name, ["formula", "n_sites", "state", "acquisition", "prescreen.energy_per_atom"], criteria
-    )
-    fidelity = doc["config"]["oracle"]["fidelity"]
-    labels = {
-        lab["candidate_id"]: lab
-        for lab in stores.get_labels(name, fidelity, ["energy_per_atom", "status"])
-    }
-    from alcampaign.campaign.jobs import read_ground_states
-
-    hulls = read_ground_states(stores, name)
-    rows = []
-    for c in cands:
-        lab = labels.get(c["candidate_id"])
-        if lab and lab.get("energy_per_atom") is not None:
-            energy, source = lab["energy_per_atom"], fidelity
-        else:
-            energy = (c.get("prescreen") or {}).get("energy_per_atom")
-            source = "chgnet" if energy is not None else None
-        if (emin is not None or emax is not None) and energy is None:
-            continue
-        if (emin is not None and energy < emin) or (emax is not None and energy > emax):
-            continue
-        rows.append(
-            {
-                "candidate_id": c["candidate_id"],
-                "formula": c.get("formula"),
-                "n_sites": c.get("n_sites"),
-                "state": c.get("state"),
-                "iteration": (c.get("acquisition") or {}).get("iteration"),
-                "energy_per_atom": energy,
-                "source": source,
-                "p_ground_state": hulls.get(c["candidate_id"], (None, None))[0],
-                "hull_distance": hulls.get(c["candidate_id"], (None, None))[1],
-            }
-        )
-    rows.sort(key=lambda r: (r["energy_per_atom"] is None, r["energy_per_atom"] or 0.0))
-    shown = rows if limit == 0 else rows[:limit]
+    filters = QueryFilter(formula, state, iteration, emin, emax, energy)
+    filters.check()
+    _, stores = open_stores(store)
+    result = query_candidates(stores, name, filters)
+    shown = result.rows if limit == 0 else result.rows[:limit]
     if fmt == "json":
         typer.echo(json.dumps(shown))
     elif fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, list(shown[0]) if shown else ["candidate_id"])
-        writer.writeheader()
-        writer.writerows(shown)
-        typer.echo(buf.getvalue().rstrip("\n"))
+        typer.echo(_csv(shown))
     else:
-        table = Table(title=f"{name}: {len(shown)} of {len(rows)} candidates")
-        for col in (
-            "candidate_id",
-            "formula",
-            "n_sites",
-            "state",
-            "iteration",
-            "energy_per_atom",
-            "source",
-            "p_ground_state",
-            "hull_distance",
-        ):
-            table.add_column(col)
-        for r in shown:
-            e = r["energy_per_atom"]
-            table.add_row(
-                r["candidate_id"],
-                str(r["formula"]),
-                str(r["n_sites"]),
-                r["state"],
-                "" if r["iteration"] is None else str(r["iteration"]),
-                "" if e is None else f"{e:.5f}",
-                str(r["source"] or ""),
-                "" if r["p_ground_state"] is None else f"{r['p_ground_state']:.3f}",
-                "" if r["hull_distance"] is None else f"{r['hull_distance']:.4f}",
-            )
-        console.print(table)
+        console.print(_query_table(name, shown, len(result.rows), result.model_iteration))
 
 
-@app.command()
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    from alcampaign.campaign.query import COLUMNS
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().rstrip("\n")
+
+
+def _query_table(name: str, rows: list[dict], total: int, model_iteration: int | None) -> Table:
+    from alcampaign.campaign.query import COLUMNS
+
+    model = "no model yet" if model_iteration is None else f"model of iteration {model_iteration}"
+    table = Table(title=f"{name}: {len(rows)} of {total} candidates (eV/atom; {model})")
+    headers = {
+        "label_energy_per_atom": "label",
+        "chgnet_energy_per_atom": "chgnet",
+        "predicted_energy_per_atom": "predicted",
+        "predicted_std": "std",
+        "p_ground_state": "P(hull)",
+        "hull_distance": "E_hull",
+    }
+    for col in COLUMNS:
+        table.add_column(headers.get(col, col))
+    for r in rows:
+        table.add_row(*(_cell(r[col], col in headers) for col in COLUMNS))
+    return table
+
+
+def _cell(value, energy: bool) -> str:
+    if value is None:
+        return ""
+    return f"{value:.5f}" if energy else str(value)
+
+
+@command()
 def resume(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     store: StoreOption = None,
@@ -761,17 +671,17 @@ def resume(
     project: ProjectOption = None,
     worker: WorkerOption = None,
     worker_store: WorkerStoreOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Continue a stored campaign from wherever it stopped (no label is lost or repeated)."""
     from alcampaign.campaign.flows import resume_flow
+    from alcampaign.campaign.managers import prepare_manager
 
     jfr = {"project": project, "worker": worker, "worker_store": worker_store}
-    try:
-        setup = _manager_setup(manager, store, launchpad, launch, jfr)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    setup["launch"] = launch
-    job_store, stores, doc = _campaign_or_fail(store, name)
+    setup = prepare_manager(manager, store, launchpad, launch, jfr)
+    job_store, stores = open_stores(store)
+    doc = stores.require_campaign(name)
+    _apply_resources((doc.get("config") or {}).get("resources"), workers)
     if doc.get("kind") == "otf_md":
         from alcampaign.campaign.otf_md import md_resume_flow
 
@@ -781,7 +691,7 @@ def resume(
             doc = execute(md_resume_flow(name), job_store, name, stores)
         _md_finish(doc, name, store)
         return
-    if doc["state"] in ("stopped", "failed", "enumerated"):
+    if doc["state"] in FINISHED:
         console.print(f"campaign {name} is {doc['state']}: {doc.get('stop_reason') or ''}")
         _finish(doc, name, store)
         return
@@ -790,7 +700,7 @@ def resume(
     _dispatch(resume_flow(name), manager, setup, job_store, name, stores, store, jfr)
 
 
-@app.command()
+@command()
 def status(
     name: Annotated[str | None, typer.Argument(help="Campaign name; default: the latest.")] = None,
     store: StoreOption = None,
@@ -802,29 +712,22 @@ def status(
     max_updates: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Iteration, oracle calls, metrics, state and stop reason of a campaign."""
-    try:
-        _, stores = open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    _, stores = open_stores(store)
     if name is None:
         campaigns = stores.list_campaigns()
         if not campaigns:
-            raise _fail("no campaign in this store yet: start one with 'alcampaign run CONFIG'", 1)
+            raise _fail("no campaign in this store yet: start one with 'alcampaign run CONFIG'")
         name = campaigns[0]["name"]
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise _fail(f"no campaign named {name!r} in this store", 1)
+    doc = stores.require_campaign(name)
     if watch:
         _watch(stores, name, interval, max_updates)
-        return
-    rec = status_record(doc)
-    if as_json:
-        typer.echo(json.dumps(rec, default=str))
+    elif as_json:
+        typer.echo(json.dumps(status_record(doc), default=str))
     else:
-        console.print(status_table(rec))
+        console.print(status_table(status_record(doc)))
 
 
-@app.command()
+@command()
 def serve(
     store: StoreOption = None,
     host: Annotated[
@@ -848,10 +751,7 @@ def serve(
         raise _fail(f"--port {port}: choose 1 to 65535")
     if poll < 0:
         raise _fail(f"--poll {poll}: must be 0 or more")
-    try:
-        _, stores = open_stores(store)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    _, stores = open_stores(store)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address "
@@ -862,22 +762,6 @@ def serve(
     uvicorn.run(create_app(stores, poll_seconds=poll), host=host, port=port, log_level="warning")
 
 
-def _waiting_for(stores, doc: dict) -> str:
-    """What the controller is waiting for, in words."""
-    state = doc.get("state")
-    if state in ("stopped", "failed", "enumerated"):
-        return "nothing: the campaign is " + state
-    # From the campaign document and the labels: no scan of the candidates per refresh.
-    open_ = stores.open_acquisitions(doc)
-    requested = sum(a["external"] for a in open_)
-    asked = len(open_) - requested
-    if requested:
-        return f"{requested} external answers (alcampaign export / ingest / resume)"
-    if asked:
-        return f"{asked} oracle jobs to finish"
-    return "its next decision"
-
-
 def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
     import time
 
@@ -886,9 +770,9 @@ def _watch(stores, name: str, interval: float, max_updates: int | None) -> None:
     n = 0
     with Live(console=console, auto_refresh=False) as live:
         while True:
-            doc = stores.get_campaign(name)
+            doc = stores.require_campaign(name)
             live.update(
-                status_table(status_record(doc), _waiting_for(stores, doc), live=True),
+                status_table(status_record(doc), waiting_for(stores, doc), live=True),
                 refresh=True,
             )
             n += 1

@@ -283,6 +283,26 @@ class StoppingConfig(_Strict):
     )
 
 
+class ResourcesConfig(_Strict):
+    """How a campaign uses this machine's cores (see ``alcampaign.campaign.resources``)."""
+
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Oracle jobs of one batch run at once, each in its own process "
+        "(local manager; $ALCAMPAIGN_WORKERS or 'run --workers' override it).",
+    )
+    threads_per_process: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="torch and BLAS threads in each process; null: $OMP_NUM_THREADS when "
+        "set (a cluster's allocation), else 1 (threads fight other programs for cores; "
+        "use workers for parallelism).",
+    )
+
+
 class CampaignConfig(_Strict):
     """A whole campaign, as read from YAML."""
 
@@ -298,6 +318,7 @@ class CampaignConfig(_Strict):
     initial_design: InitialDesignConfig = InitialDesignConfig()
     stopping: StoppingConfig = StoppingConfig()
     domain: DomainConfig = DomainConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignConfig:

@@ -26,6 +26,7 @@ import time
 import numpy as np
 from cuau_pool import load, orderings
 
+from alcampaign.campaign.controller import learning_settings
 from alcampaign.config import CampaignConfig
 from alcampaign.science.acquisition import hull_energies
 from alcampaign.science.learning import TrainingData, fit_and_validate, select
@@ -73,6 +74,7 @@ def run(rule, seed, pool, ground_states, rmse_target, n_initial, batch, budget):
     n = len(emt)
     comps = np.column_stack([pool["x_au"], 1 - pool["x_au"]])
     config = campaign_config(rule, seed, batch)
+    settings = learning_settings(config)
     rng = np.random.default_rng(seed)
     dear = list(rng.choice(n, n_initial, replace=False))
     cheap: list[int] = []
@@ -83,7 +85,7 @@ def run(rule, seed, pool, ground_states, rmse_target, n_initial, batch, budget):
         calls = len(dear)
         cost = calls * config.oracle.cost + len(cheap) * cheap_cost
         data = TrainingData(X, np.array(dear), emt[dear], np.array(cheap, dtype=int), chg[cheap])
-        fitted, _ = fit_and_validate(config, data, rng, validate=False)
+        fitted, _ = fit_and_validate(settings, data, rng, validate=False)
         rmse = float(np.sqrt(np.mean((fitted.predict(X).mean - emt) ** 2)))
         curve.append((calls, round(cost, 3), rmse))
         if reached["rmse"] is None and rmse <= rmse_target:
@@ -99,7 +101,7 @@ def run(rule, seed, pool, ground_states, rmse_target, n_initial, batch, budget):
             cheap_ok[:] = True
             cheap_ok[cheap] = False
         _, requests = select(
-            config, fitted, X, dear_ok, cheap_ok, min(batch, budget - calls), rng, comps
+            settings, fitted, X, dear_ok, cheap_ok, min(batch, budget - calls), rng, comps
         )
         if not requests:
             break

@@ -73,9 +73,7 @@ def parent(pair: str):
 
     a, b = split(pair)
     lattice = 0.5 * (emt_lattice_parameter(a) + emt_lattice_parameter(b))
-    s = Structure.from_spacegroup(
-        "Fm-3m", Lattice.cubic(lattice), [{a: 0.5, b: 0.5}], [[0, 0, 0]]
-    )
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(lattice), [{a: 0.5, b: 0.5}], [[0, 0, 0]])
     return make_parent(s, source=f"fcc {a}-{b}")
 
 
@@ -182,8 +180,12 @@ def load(pair: str) -> dict:
         "x": x,
         "n_sites": np.array([r["n_sites"] for r in rows]),
         "emt": emt,
-        "chgnet": np.array([np.nan if r["chgnet_energy_per_atom"] is None
-                            else r["chgnet_energy_per_atom"] for r in rows]),
+        "chgnet": np.array(
+            [
+                np.nan if r["chgnet_energy_per_atom"] is None else r["chgnet_energy_per_atom"]
+                for r in rows
+            ]
+        ),
         "formation": formation_energies(x, emt),
         "ground_states": hull_ground_states(x, emt),
     }
@@ -228,9 +230,18 @@ def main() -> None:
         pool_file(pair).write_text(json.dumps(res))
         x = np.array([r["x"] for r in res["pool"]])
         e = np.array([r["emt_energy_per_atom"] for r in res["pool"]])
-        print(json.dumps({"pair": pair, "n": len(x), "seconds": res["seconds"],
-                          "n_ground_states": len(hull_ground_states(x, e)),
-                          "min_formation": float(formation_energies(x, e).min())}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "pair": pair,
+                    "n": len(x),
+                    "seconds": res["seconds"],
+                    "n_ground_states": len(hull_ground_states(x, e)),
+                    "min_formation": float(formation_energies(x, e).min()),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _arm(owner, attr: str, nth: int, after: bool) -> None:
 def arm(point: str, nth: int) -> None:
     from ase.calculators.emt import EMT
 
-    from alcampaign.campaign import jobs
+    from alcampaign.campaign import ingest
     from alcampaign.science import learning
     from alcampaign.store.facade import CampaignStores
 
@@ -51,13 +51,13 @@ def arm(point: str, nth: int) -> None:
         # an EMT energy evaluation inside a running oracle relaxation
         "during_oracle": (EMT, "calculate", False),
         # every oracle job of a batch finished; the ingest job has stored nothing yet
-        "before_ingest": (jobs, "label_document", False),
+        "before_ingest": (ingest, "label_for", False),
         # labels stored, candidates not yet moved on, counts not updated
         "after_label": (CampaignStores, "add_labels", True),
         # the controller is fitting the surrogate
         "during_model_update": (learning, "fit_and_validate", False),
         # the controller is judging the stopping rules
-        "during_stop_decision": (jobs, "judge", False),
+        "during_stop_decision": (learning, "judge", False),
     }
     owner, attr, after = points[point]
     _arm(owner, attr, nth, after)

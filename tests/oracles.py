@@ -45,3 +45,22 @@ class InterruptingEmtMaker(EmtRelaxMaker):
 
 CALLS: list[int] = []
 INTERRUPT_AT = [0]
+
+
+@dataclass
+class KillOnceEmtRelaxMaker(EmtRelaxMaker):
+    """EMT relaxation whose process kills itself (SIGKILL) on its first call of a run
+    in which the file named by ``$ALCAMPAIGN_TEST_KILL_FLAG`` does not exist yet."""
+
+    name: str = "EMT relaxation that kills its worker once"
+
+    def run_ase(self, mol_or_struct, prev_dir=None):
+        import os
+        import signal
+        from pathlib import Path
+
+        flag = os.environ.get("ALCAMPAIGN_TEST_KILL_FLAG")
+        if flag and not Path(flag).exists():
+            Path(flag).write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().run_ase(mol_or_struct, prev_dir=prev_dir)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -245,9 +246,22 @@ def test_nothing_written_for_a_bad_config_on_a_fresh_machine(alc_home, write_con
     assert not alc_home.exists()
 
 
-def test_status_and_resume_of_unknown_campaign(alc_home):
-    assert runner.invoke(app, ["status", "nope"]).exit_code == 1
-    assert runner.invoke(app, ["resume", "nope"]).exit_code == 2
+def test_every_command_exits_2_for_an_unknown_campaign(alc_home, tmp_path):
+    """One CampaignNotFound, one exit code (2) and one message, whatever the command."""
+    assert runner.invoke(app, ["status"]).exit_code == 2  # an empty store
+    for args in (
+        ["status", "nope"],
+        ["status", "nope", "--json"],
+        ["resume", "nope"],
+        ["query", "nope"],
+        ["report", "nope", "--out", str(tmp_path / "r")],
+        ["export", "nope", "--out", str(tmp_path / "e")],
+        ["ingest", "nope", str(tmp_path / "answers.csv")],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "no campaign named 'nope'" in result.output, (args, result.output)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
 
 
 def test_enumerate_prints_and_stores(alc_home):
@@ -328,46 +342,63 @@ def test_vasp_config_builds_relaxation_jobs(write_config):
     assert job.maker == maker and job.function.__name__ == "make"
 
 
+def _query(*args: str) -> list[dict]:
+    result = runner.invoke(app, ["query", "test-cuau", "--format", "json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
 def test_query_filters_and_formats(finished):
-    rows = json.loads(
-        runner.invoke(app, ["query", "test-cuau", "--format", "json", "--limit", "0"]).output
-    )
-    assert len(rows) == 29
-    labelled = json.loads(
-        runner.invoke(app, ["query", "test-cuau", "--state", "labelled", "--format", "json"]).output
-    )
-    assert len(labelled) == 6 and all(r["source"] == "emt" for r in labelled)
-    energies = [r["energy_per_atom"] for r in labelled]
+    from alcampaign.campaign.query import COLUMNS
+
+    rows = _query("--limit", "0")
+    assert len(rows) == 29 and all(list(r) == list(COLUMNS) for r in rows)
+    labelled = _query("--state", "labelled")
+    assert len(labelled) == 6
+    energies = [r["label_energy_per_atom"] for r in labelled]
     assert energies == sorted(energies)
     lo, hi = energies[1], energies[3]
-    window = json.loads(
-        runner.invoke(
-            app,
-            [
-                "query",
-                "test-cuau",
-                "--state",
-                "labelled",
-                "--emin",
-                str(lo),
-                "--emax",
-                str(hi),
-                "--format",
-                "json",
-            ],
-        ).output
-    )
-    assert [r["energy_per_atom"] for r in window] == energies[1:4]
-    cuau = json.loads(
-        runner.invoke(app, ["query", "test-cuau", "--formula", "CuAu", "--format", "json"]).output
-    )
+    window = _query("--state", "labelled", "--emin", str(lo), "--emax", str(hi))
+    assert [r["label_energy_per_atom"] for r in window] == energies[1:4]
+    cuau = _query("--formula", "CuAu")
     assert cuau and {r["formula"] for r in cuau} == {"CuAu"}
-    first = json.loads(
-        runner.invoke(app, ["query", "test-cuau", "--iteration", "0", "--format", "json"]).output
-    )
+    first = _query("--iteration", "0")
     assert len(first) == 4 and {r["iteration"] for r in first} == {0}
     csv_out = runner.invoke(app, ["query", "test-cuau", "--state", "labelled", "--format", "csv"])
-    assert csv_out.output.splitlines()[0].startswith("candidate_id,formula")
+    assert csv_out.output.splitlines()[0] == ",".join(COLUMNS)
     assert len(csv_out.output.splitlines()) == 7
     assert "test-cuau" in runner.invoke(app, ["query", "test-cuau"]).output
-    assert runner.invoke(app, ["query", "test-cuau", "--state", "weird"]).exit_code == 2
+    for bad in (["--state", "weird"], ["--energy", "weird"], ["--format", "xml"]):
+        assert runner.invoke(app, ["query", "test-cuau", *bad]).exit_code == 2, bad
+
+
+def test_query_keeps_oracle_chgnet_and_model_energies_apart(finished):
+    """Every candidate gets the current model's prediction (the closed form of the
+    stored posterior at its features); the oracle's label only where it answered;
+    the CHGNet energy only where a prescreen ran (none here); never one for another."""
+    from alcampaign.store.facade import open_stores
+
+    _, stores = open_stores()
+    labels = {lab["candidate_id"]: lab for lab in stores.get_labels("test-cuau", "emt")}
+    model = stores.latest_model("test-cuau")
+    features = {
+        d["candidate_id"]: np.array(d["features"])
+        for d in stores.candidate_table("test-cuau", ["features"])
+    }
+    rows = _query("--limit", "0", "--energy", "predicted")
+    assert len(rows) == 29
+    for r in rows:
+        x = features[r["candidate_id"]]
+        mean = x @ np.array(model["mean"]) + model["offset"]
+        std = np.sqrt(x @ np.array(model["covariance"]) @ x + 1 / model["beta"])
+        assert r["predicted_energy_per_atom"] == pytest.approx(mean, rel=1e-9)
+        assert r["predicted_std"] == pytest.approx(std, rel=1e-9)
+        lab = labels.get(r["candidate_id"])
+        assert r["label_energy_per_atom"] == (lab["energy_per_atom"] if lab else None)
+        assert r["chgnet_energy_per_atom"] is None
+    predicted = [r["predicted_energy_per_atom"] for r in rows]
+    assert predicted == sorted(predicted)
+    low = _query("--energy", "predicted", "--emax", str(predicted[4]))
+    assert [r["predicted_energy_per_atom"] for r in low] == predicted[:5]
+    table = runner.invoke(app, ["query", "test-cuau", "--limit", "3"]).output
+    assert f"model of iteration {model['iteration']}" in table

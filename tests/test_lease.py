@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from alcampaign.campaign import jobs
+from alcampaign.campaign import controller
 from alcampaign.store.facade import CampaignStores
 
 CONFIG = {
@@ -62,10 +62,10 @@ def _dead_pid() -> int:
 
 
 def test_a_live_holder_keeps_the_lease_and_nothing_is_acquired(stores, monkeypatch):
-    monkeypatch.setattr(jobs, "LEASE_WAIT", 0.3)
+    monkeypatch.setattr(controller, "LEASE_WAIT", 0.3)
     holder = f"{socket.gethostname()}:{1}:other-controller"  # pid 1 is alive
     assert stores.acquire_lease("lease", holder, ttl=60)
-    out = jobs.decide_under_lease(stores, "lease", 0, "me")
+    out = controller.decide_under_lease(stores, "lease", 0, "me")
     assert out == {"skipped": "another controller holds the campaign lease"}
     doc = stores.get_campaign("lease")
     assert not doc["history"] and not doc.get("acquisitions")
@@ -75,15 +75,15 @@ def test_a_live_holder_keeps_the_lease_and_nothing_is_acquired(stores, monkeypat
 def test_a_dead_holders_lease_is_broken(stores):
     dead = f"{socket.gethostname()}:{_dead_pid()}:killed-controller"
     assert stores.acquire_lease("lease", dead, ttl=600)
-    jobs.decide_under_lease(stores, "lease", 0, "me")
+    controller.decide_under_lease(stores, "lease", 0, "me")
     doc = stores.get_campaign("lease")
     assert len(doc["history"]) == 1 and len(doc["acquisitions"]) == 3
     assert doc["lease"] is None  # given back after the decision
 
 
 def test_an_iteration_is_decided_once(stores):
-    jobs.decide_under_lease(stores, "lease", 0, "first")
-    out = jobs.decide_under_lease(stores, "lease", 0, "second")
+    controller.decide_under_lease(stores, "lease", 0, "first")
+    out = controller.decide_under_lease(stores, "lease", 0, "second")
     assert out == {"skipped": "iteration 0 was decided already"}
     assert len(stores.get_campaign("lease")["acquisitions"]) == 3
 
@@ -94,7 +94,7 @@ def test_concurrent_controllers_acquire_once(stores):
 
     def run(owner):
         barrier.wait()
-        results.append(jobs.decide_under_lease(stores, "lease", 0, owner))
+        results.append(controller.decide_under_lease(stores, "lease", 0, owner))
 
     threads = [threading.Thread(target=run, args=(f"owner{i}",)) for i in range(4)]
     for t in threads:

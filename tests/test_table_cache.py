@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alcampaign.serve.api import create_app
-from alcampaign.serve.dashboard import SORTS, posterior
+from alcampaign.serve.dashboard import SORTS
 from alcampaign.serve.table_cache import CandidateTableCache
 from alcampaign.store.facade import (
     CANDIDATE_STATES,
@@ -29,6 +29,15 @@ DASH = "/api/dashboard/campaigns"
 N = 3000
 N_FEATURES = 6
 FORMULAS = {"CuAu": (2, 2), "Cu3Au": (3, 1), "CuAu3": (1, 3), "Cu": (4, 0)}
+
+
+def posterior(model: dict, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The closed form of a stored Bayesian linear posterior: ``x.m + offset`` and
+    ``sqrt(x C x + 1/beta)``."""
+    X = np.atleast_2d(X)
+    cov = np.array(model["covariance"])
+    var = np.einsum("ij,jk,ik->i", X, cov, X) + 1.0 / model["beta"]
+    return X @ np.array(model["mean"]) + model["offset"], np.sqrt(var)
 
 
 def _candidates(name: str, lo: int, hi: int, rng) -> list[dict]:

@@ -5,9 +5,11 @@ Usage::
     python workflows/disordered_campaign.py examples/cuau_emt.yaml            # run locally
     python workflows/disordered_campaign.py examples/cuau_emt.yaml --dry-run  # list the jobs
 
-The flow is an ordinary jobflow ``Flow``: instead of ``run_locally`` it can be handed
-to FireWorks (``jobflow.managers.fireworks.flow_to_workflow``) or jobflow-remote; its
-jobs need a JobStore with the campaign collections (see ``stores/``).
+The flow is an ordinary jobflow ``Flow``, made by
+:class:`alcampaign.campaign.flows.ActiveLearningMaker`: instead of ``run_locally`` it
+can be handed to FireWorks (``jobflow.managers.fireworks.flow_to_workflow``) or
+jobflow-remote, or put inside a larger workflow; its jobs need a JobStore with the
+campaign collections (see ``stores/``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ import argparse
 
 from jobflow import Flow
 
-from alcampaign.campaign.flows import campaign_flow
+from alcampaign.campaign.flows import ActiveLearningMaker
 from alcampaign.campaign.preflight import preflight
 from alcampaign.config import load_config
 
 
 def build(config_path: str, name: str | None = None) -> Flow:
-    """Validate a config (writing nothing) and return its campaign flow."""
+    """Validate a config (writing nothing) and return its campaign flow.
+
+    The oracle named in the config becomes the Maker's ``oracle_maker``; a workflow
+    of your own would pass its own Maker instead.
+    """
     config = load_config(config_path, name=name)
-    return campaign_flow(config, preflight(config))
+    parent = preflight(config)
+    return ActiveLearningMaker(config=config).make(parent)
 
 
 def main() -> None:

@@ -131,6 +131,11 @@ def export_requests(
         )
     if frames:
         ase_write(out / "requested.extxyz", frames, format="extxyz")
+    return _write_manifest(out, campaign, fidelity, entries)
+
+
+def _write_manifest(out: Path, campaign: str, fidelity: str, entries: list[dict]) -> Path:
+    """``manifest.json``: the questions and what answer each expects."""
     manifest = out / "manifest.json"
     manifest.write_text(
         json.dumps(
@@ -325,3 +330,141 @@ def check_answer(answer: Answer, question: Structure, tolerance: dict | None = N
     if answer.energy is None:
         raise AnswerError(f"{where}: no energy")
     return answer.energy / n_sites
+
+
+# -- with the stores (``alcampaign export`` / ``alcampaign ingest``) --------------------
+
+
+@dataclass
+class Exported:
+    """What :func:`export_questions` wrote: how many questions, the manifest (``None``
+    when there were none) and the campaign's state."""
+
+    n_questions: int
+    manifest: Path | None
+    state: str | None
+
+
+def export_questions(stores, name: str, out: Path, fmt: str = "cif") -> Exported:
+    """Write a campaign's open external questions (candidates ``requested``) with a
+    manifest (:func:`export_requests`).
+
+    Raises
+    ------
+    CampaignNotFound
+        No campaign of that name.
+    ValueError
+        An unknown format.
+    """
+    from alcampaign.config import CampaignConfig
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    doc = stores.require_campaign(name)
+    requests = stores.candidate_table(name, ["structure", "acquisition"], {"state": "requested"})
+    if not requests:
+        return Exported(0, None, doc.get("state"))
+    fidelity = CampaignConfig.model_validate(doc["config"]).oracle.fidelity
+    manifest = export_requests(requests, name, fidelity, out, fmt)
+    return Exported(len(requests), manifest, doc.get("state"))
+
+
+@dataclass
+class Ingested:
+    """What :func:`ingest_answers` did.
+
+    Attributes
+    ----------
+    stored
+        Answers stored now.
+    skipped
+        Answers already stored (ingesting twice changes nothing).
+    open_questions
+        External questions still without an answer.
+    errors
+        One message per rejected file (nothing of such a file is stored).
+    """
+
+    stored: int = 0
+    skipped: int = 0
+    open_questions: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def ingest_answers(stores, name: str, paths: list[Path]) -> Ingested:
+    """Store answers of an external oracle, each checked against its question.
+
+    Every file is read and checked whole before anything of it is stored: a file with
+    any wrong answer (unknown candidate, a candidate that was not asked, another
+    composition or structure) is rejected with an error naming it, and the others are
+    stored. Answers already stored are skipped. The candidates answered move to
+    ``labelled`` and the campaign's counts are updated.
+
+    Raises
+    ------
+    CampaignNotFound
+        No campaign of that name.
+    """
+    from alcampaign.config import CampaignConfig
+
+    doc = stores.require_campaign(name)
+    config = CampaignConfig.model_validate(doc["config"])
+    fidelity = config.oracle.fidelity
+    table = {
+        d["candidate_id"]: d
+        for d in stores.candidate_table(name, ["state", "structure", "acquisition"])
+    }
+    labelled = {lab["candidate_id"] for lab in stores.get_labels(name, fidelity, ["status"])}
+    report = Ingested()
+    for path in paths:
+        try:
+            labels, skipped = _file_labels(path, name, config, table, labelled)
+        except AnswerError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.skipped += skipped
+        report.stored += stores.add_labels(labels)
+        stores.set_state(name, [lab["candidate_id"] for lab in labels], "labelled")
+        labelled |= {lab["candidate_id"] for lab in labels}
+    if report.stored:
+        stores.update_counts(name, fidelity)
+    report.open_questions = stores.candidates.count({"campaign": name, "state": "requested"})
+    return report
+
+
+def _file_labels(
+    path: Path, name: str, config, table: dict[str, dict], labelled: set[str]
+) -> tuple[list[dict], int]:
+    """The label documents of one answer file (all checked), and how many of its
+    answers are stored already. Raises AnswerError for the first wrong answer."""
+    from alcampaign.config import EXTERNAL
+    from alcampaign.store.facade import label_document
+
+    labels, skipped = [], 0
+    for answer in read_answers(path):
+        cid = answer.candidate_id
+        if cid not in table:
+            raise AnswerError(f"{answer.source}: unknown candidate id {cid!r} for campaign {name}")
+        if cid in labelled:
+            skipped += 1
+            continue
+        if table[cid]["state"] != "requested":
+            raise AnswerError(
+                f"{answer.source}: candidate {cid} was not asked (state {table[cid]['state']})"
+            )
+        question = Structure.from_dict(table[cid]["structure"])
+        labels.append(
+            label_document(
+                name,
+                cid,
+                config.oracle.fidelity,
+                oracle={"maker": EXTERNAL, "source": str(answer.source)},
+                cost=config.oracle.cost,
+                iteration=(table[cid].get("acquisition") or {}).get("iteration"),
+                energy_per_atom=check_answer(answer, question),
+                structure=answer.structure or question,
+                forces=answer.forces,
+                stress=answer.stress,
+            )
+        )
+    return labels, skipped

@@ -309,3 +309,55 @@ def submit_jobflow_remote(
         )
     except Exception as exc:
         raise ConfigError(f"jobflow-remote: {type(exc).__name__}: {exc}") from None
+
+
+def prepare_manager(
+    manager: str,
+    store_file: str | Path | None,
+    launchpad: str | Path | None,
+    launch: bool,
+    jobflow_remote: dict,
+) -> dict:
+    """Check a manager choice and its options, and open what the manager needs.
+
+    Parameters
+    ----------
+    manager
+        One of :data:`MANAGERS`.
+    store_file
+        The store YAML (fireworks: read as the template its Fireworks carry).
+    launchpad, launch
+        fireworks only: the LaunchPad YAML, and whether to run the rockets here.
+    jobflow_remote
+        jobflow-remote only: ``project``, ``worker``, ``worker_store`` (``None``: unset).
+
+    Returns
+    -------
+    dict
+        ``launch``, and for fireworks ``template`` and ``launchpad``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown manager, an option of another manager, or a manager not installed.
+    """
+    import importlib
+
+    if manager not in MANAGERS:
+        raise ConfigError(f"--manager {manager!r}: choose one of {', '.join(MANAGERS)}")
+    if manager != "fireworks" and (launch or launchpad is not None):
+        raise ConfigError("--launch and --launchpad go with --manager fireworks")
+    if manager != "jobflow-remote" and any(jobflow_remote.values()):
+        raise ConfigError("--project, --worker and --worker-store go with --manager jobflow-remote")
+    setup: dict = {"launch": launch}
+    if manager == "local":
+        return setup
+    try:
+        importlib.import_module("fireworks" if manager == "fireworks" else "jobflow_remote")
+    except ImportError as exc:
+        raise ConfigError(
+            f"--manager {manager} needs {exc.name}: pip install 'alcampaign[managers]'"
+        ) from None
+    if manager == "fireworks":
+        setup.update(template=read_store_template(store_file), launchpad=load_launchpad(launchpad))
+    return setup

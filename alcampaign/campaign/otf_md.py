@@ -32,11 +32,17 @@ Every job reaches the campaign collections through the JobStore that runs it
 A frame is recorded before its oracle job exists and labels are keyed by frame id, so
 an interrupted campaign resumed with :func:`md_resume_flow` asks each frame once and
 loses no answer.
+
+``md_segment`` is read -> step -> write, as the controller: it reads the campaign
+document and the latest potential, runs the pure
+:func:`alcampaign.md.steps.run_md_segment`, and writes the frame
+(:class:`~alcampaign.campaign.documents.Frame`), the MD state and the history entry
+(:class:`~alcampaign.campaign.documents.SegmentEntry`). Answers are stored by the same
+:func:`alcampaign.campaign.ingest.ingest_answers` as a campaign's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any
@@ -47,19 +53,23 @@ from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from alcampaign.campaign.jobs import INGEST_JOB, STORE_JOB, _stores, import_maker
+from alcampaign.campaign.context import INGEST_JOB, STORE_JOB, job_stores, load_campaign
+from alcampaign.campaign.documents import Frame, PotentialModel, SegmentEntry
+from alcampaign.campaign.ingest import ingest_answers, label_for, register
+from alcampaign.campaign.oracle import answer_refs, import_maker, oracle_job
 from alcampaign.md.config import MDCampaignConfig
-from alcampaign.md.dynamics import TimestepPolicy, TriggerLimits, run_segment, temperature_at
-from alcampaign.md.potential import (
-    EnvironmentDescriptor,
-    EnvironmentDomain,
-    Frame,
-    LinearPotential,
-    SoapDescriptor,
-    UncertainPotentialCalculator,
+from alcampaign.md.potential import Frame as TrainingFrame
+from alcampaign.md.potential import LinearPotential
+from alcampaign.md.steps import (
+    SegmentOutcome,
+    environment_domain,
+    frame_id,
+    initial_atoms,
+    new_potential,
+    run_md_segment,
+    start_state,
 )
-from alcampaign.science.features import RadialPairFeaturizer
-from alcampaign.store.facade import CampaignStores, answered_state, label_document, now
+from alcampaign.store.facade import CampaignStores, now
 
 logger = logging.getLogger("alcampaign")
 
@@ -67,82 +77,21 @@ KIND = "otf_md"
 FRAME = "md_frame"
 
 
-# -- helpers (no store access) -------------------------------------------------------
-
-
-def initial_atoms(config: MDCampaignConfig, structure: Structure) -> Atoms:
-    """The simulated cell: the structure repeated by ``system.supercell``."""
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    return atoms.repeat(tuple(config.system.supercell))
-
-
-def new_potential(config: MDCampaignConfig, species: list[str]) -> LinearPotential:
-    """An unfitted potential with the config's descriptors."""
-    p = config.potential
-    pair = RadialPairFeaturizer(species, p.pair.r_cut, p.pair.n_radial, p.pair.r_min)
-    soap = None
-    if p.soap.enabled:
-        soap = SoapDescriptor(species, p.soap.r_cut, p.soap.n_max, p.soap.l_max, p.soap.sigma)
-    return LinearPotential(EnvironmentDescriptor(pair, soap))
-
-
-def environment_domain(config: MDCampaignConfig) -> EnvironmentDomain:
-    """The per-atom domain the config asks for (unfitted)."""
-    t = config.triggers
-    return EnvironmentDomain(t.mahalanobis_factor, t.leverage_factor, t.ridge)
-
-
-def frame_id(atoms: Atoms, step: int, prefix: str = "md") -> str:
-    """A stable id: the step and a hash of the positions (rounded to 1e-6 A)."""
-    digest = hashlib.sha1(np.round(atoms.positions, 6).tobytes()).hexdigest()[:10]
-    return f"{prefix}-{step:07d}-{digest}"
-
-
-def atoms_to_state(atoms: Atoms, step: int, time_fs: float, dt_fs: float, labelled: bool) -> dict:
-    """The MD state a segment starts from, as plain lists."""
-    return {
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "velocities": atoms.get_velocities().tolist(),
-        "cell": atoms.cell.array.tolist(),
-        "pbc": atoms.pbc.tolist(),
-        "step": int(step),
-        "time_fs": float(time_fs),
-        "dt_fs": float(dt_fs),
-        "from_labelled": bool(labelled),
-    }
-
-
-def state_to_atoms(state: dict) -> Atoms:
-    """The atoms (with velocities) of an MD state."""
-    atoms = Atoms(
-        numbers=state["numbers"], positions=state["positions"], cell=state["cell"], pbc=state["pbc"]
-    )
-    atoms.set_velocities(np.asarray(state["velocities"], dtype=float))
-    return atoms
-
-
 def _frame_doc(name: str, atoms: Atoms, fid: str, **fields: Any) -> dict:
-    return {
-        "campaign": name,
-        "candidate_id": fid,
-        "kind": FRAME,
-        "structure": AseAtomsAdaptor.get_structure(atoms).as_dict(),
-        "formula": atoms.get_chemical_formula(),
-        "n_sites": len(atoms),
-        "state": "acquired",
-        "time": now(),
+    return Frame(
+        campaign=name,
+        candidate_id=fid,
+        structure=AseAtomsAdaptor.get_structure(atoms).as_dict(),
+        formula=atoms.get_chemical_formula(),
+        n_sites=len(atoms),
+        state="acquired",
+        time=now(),
         **fields,
-    }
+    ).to_store()
 
 
 def _campaign(stores: CampaignStores, name: str) -> tuple[dict, MDCampaignConfig]:
-    doc = stores.get_campaign(name)
-    if doc is None:
-        raise ValueError(f"no campaign named {name!r} in this store")
-    if doc.get("kind") != KIND:
-        raise ValueError(f"campaign {name!r} is not an on-the-fly MD campaign")
-    return doc, MDCampaignConfig.model_validate(doc["config"])
+    return load_campaign(stores, name, MDCampaignConfig, kind=KIND)
 
 
 def _frames(stores: CampaignStores, name: str, properties: list[str], criteria: dict | None = None):
@@ -155,17 +104,13 @@ def _frames(stores: CampaignStores, name: str, properties: list[str], criteria: 
 @job(config=STORE_JOB)
 def register_md(config: dict, structure: dict) -> dict:
     """Create the campaign document (config, structure, no MD state yet) unless it exists."""
-    stores = _stores()
-    name = config["name"]
-    if stores.get_campaign(name) is None:
-        stores.create_campaign(name, config, kind=KIND, structure=structure, md_state=None)
-    return {"name": name}
+    return register(job_stores(), config, kind=KIND, structure=structure, md_state=None)
 
 
 @job(config=STORE_JOB)
 def bootstrap_frames(name: str, after: Any = None) -> dict:
     """Record the bootstrap frames (randomly displaced copies of the cell), once."""
-    stores = _stores()
+    stores = job_stores()
     doc, config = _campaign(stores, name)
     if _frames(stores, name, ["state"]):
         return {"n_new": 0}
@@ -197,25 +142,10 @@ def label_flow(name: str, config: MDCampaignConfig, frames: list[dict]) -> Flow:
     maker = import_maker(config.oracle.maker, config.oracle.kwargs)
     jobs, answers = [], []
     for f in frames:
-        oracle = maker.make(Structure.from_dict(f["structure"]))
-        oracle.name = f"{config.oracle.fidelity} {f['candidate_id']}"
-        oracle.update_metadata(
-            {
-                "campaign": name,
-                "candidate_id": f["candidate_id"],
-                "fidelity": config.oracle.fidelity,
-            }
-        )
+        structure = Structure.from_dict(f["structure"])
+        oracle = oracle_job(maker, structure, name, f["candidate_id"], config.oracle.fidelity)
         jobs.append(oracle)
-        answers.append(
-            {
-                "candidate_id": f["candidate_id"],
-                "job_uuid": oracle.uuid,
-                "energy": oracle.output.output.energy,
-                "forces": oracle.output.output.forces,
-                "structure": oracle.output.structure,
-            }
-        )
+        answers.append(answer_refs(oracle, f["candidate_id"], stress=False))
     ingest = ingest_frames(name, answers)
     ingest.name = f"ingest {name}"
     return Flow(
@@ -234,7 +164,7 @@ def _update_and_continue(name: str, after: Any = None) -> list:
 @job(config=INGEST_JOB)
 def ingest_frames(name: str, answers: list[dict]) -> dict:
     """Store the oracle's answers as ``md_frame`` labels; frames move to labelled/failed."""
-    stores = _stores()
+    stores = job_stores()
     _, config = _campaign(stores, name)
     steps = {
         d["candidate_id"]: d
@@ -245,36 +175,21 @@ def ingest_frames(name: str, answers: list[dict]) -> dict:
             {"candidate_id": {"$in": [a["candidate_id"] for a in answers]}},
         )
     }
-    labels, moved = [], {"labelled": [], "failed": []}
+    labels = []
     for a in answers:
-        structure = a.get("structure")
-        if isinstance(structure, dict):
-            structure = Structure.from_dict(structure)
-        energy, forces = a.get("energy"), a.get("forces")
-        ok = energy is not None and forces is not None and structure is not None
-        label = label_document(
-            name,
-            a["candidate_id"],
-            config.oracle.fidelity,
-            oracle={"maker": config.oracle.maker, "kwargs": config.oracle.kwargs},
-            cost=config.oracle.cost,
-            iteration=None,
-            job_uuid=a.get("job_uuid"),
-            energy_per_atom=float(energy) / len(structure) if ok else None,
-            structure=structure,
-            forces=np.asarray(forces, dtype=float).tolist() if ok else None,
-            error="the oracle job produced no energy or forces (it failed)",
-        )
         info = steps.get(a["candidate_id"], {})
-        label.update(kind=FRAME, step=info.get("step"), source=info.get("source"))
-        labels.append(label)
-        moved[answered_state(label["status"])].append(a["candidate_id"])
-    n_new = stores.add_labels(labels)
-    for state, ids in moved.items():
-        stores.set_state(name, ids, state)
-    n_calls, _ = stores.update_counts(name, config.oracle.fidelity)
-    logger.info("%s: %d frames labelled; %d oracle calls so far", name, len(labels), n_calls)
-    return {"n_new": n_new, "n_failed": len(moved["failed"]), "n_oracle_calls": n_calls}
+        label = label_for(
+            name,
+            a,
+            config.oracle,
+            None,
+            require_forces=True,
+            kind=FRAME,
+            step=info.get("step"),
+            source=info.get("source"),
+        )
+        labels.append((label, False))
+    return ingest_answers(stores, name, labels, config.oracle.fidelity)
 
 
 def _good_labels(stores: CampaignStores, name: str, fidelity: str) -> list[dict]:
@@ -291,7 +206,7 @@ def _good_labels(stores: CampaignStores, name: str, fidelity: str) -> list[dict]
 def update_potential(name: str, after: Any = None) -> dict:
     """Add every successful label the latest potential lacks (rank-one updates, then the
     evidence re-maximised) and store the new version; a no-op when none is missing."""
-    stores = _stores()
+    stores = job_stores()
     doc, config = _campaign(stores, name)
     model = stores.latest_model(name)
     trained = set(model["training_ids"]) if model else set()
@@ -304,7 +219,7 @@ def update_potential(name: str, after: Any = None) -> dict:
         return {"iteration": model["iteration"] if model else None, "n_new": 0}
     t0 = time.perf_counter()
     frames = [
-        Frame(
+        TrainingFrame(
             AseAtomsAdaptor.get_atoms(Structure.from_dict(lab["final_structure"])),
             lab["energy"],
             np.asarray(lab["forces"], dtype=float),
@@ -324,23 +239,21 @@ def update_potential(name: str, after: Any = None) -> dict:
     iteration = 0 if model is None else model["iteration"] + 1
     ids = sorted(trained | set(envs))
     m = potential.model
-    stores.add_model(
-        {
-            "campaign": name,
-            "iteration": iteration,
-            "kind": "linear_potential",
-            "featurizer": potential.descriptor.to_dict(),
-            "training_ids": ids,
-            "n_train": len(ids),
-            "alpha": float(m.alpha_),
-            "beta": float(m.betas_[0]),
-            "beta_force": float(m.betas_[1]),
-            "log_evidence": float(m.log_evidence()),
-            "potential": potential.get_state(),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "time": now(),
-        }
+    version = PotentialModel(
+        campaign=name,
+        iteration=iteration,
+        featurizer=potential.descriptor.to_dict(),
+        training_ids=ids,
+        n_train=len(ids),
+        alpha=float(m.alpha_),
+        beta=float(m.betas_[0]),
+        beta_force=float(m.betas_[1]),
+        log_evidence=float(m.log_evidence()),
+        potential=potential.get_state(),
+        seconds=round(time.perf_counter() - t0, 3),
+        time=now(),
     )
+    stores.add_model(version.to_store())
     logger.info(
         "%s: potential v%d on %d frames (force noise %.3g eV/A)",
         name,
@@ -363,17 +276,13 @@ def load_potential(stores: CampaignStores, name: str, config: MDCampaignConfig):
     return potential, model
 
 
-@job(config=STORE_JOB)
-def md_segment(name: str, after: Any = None) -> Response | dict:
-    """Run MD on the latest potential until it is unsure or the run is over.
+def _catch_up(stores: CampaignStores, name: str, config: MDCampaignConfig, doc: dict):
+    """What must happen before MD can run, as the job's outcome; else the potential
+    and its model document.
 
-    First answers any frame asked but not labelled and brings the potential up to date
-    with every label (both happen after an interruption). When a limit is crossed the
-    frame is recorded (state ``acquired``) before the oracle job is added, with the MD
-    state to continue from.
+    Frames asked but not labelled are labelled first, and a potential that lacks a
+    successful label is updated first (both happen after an interruption).
     """
-    stores = _stores()
-    doc, config = _campaign(stores, name)
     if doc["state"] != "running":
         return {"skipped": f"campaign is {doc['state']}"}
     pending = _frames(stores, name, ["structure"], {"state": "acquired"})
@@ -389,124 +298,86 @@ def md_segment(name: str, after: Any = None) -> Response | dict:
             )
             return {"stopped": True, "reason": "no frame could be labelled"}
         return Response(addition=Flow(_update_and_continue(name), name=f"{name} update"))
+    return potential, model
 
+
+def _segment_entry(
+    out: SegmentOutcome, start_step: int, segment: int, model: dict, n_calls: int, t0: float
+) -> SegmentEntry:
+    return SegmentEntry(
+        iteration=segment,
+        start_step=start_step,
+        end_step=out.result.step,
+        triggered=out.result.triggered,
+        frame_id=out.frame_id,
+        flags=out.flags,
+        model_iteration=model["iteration"],
+        n_oracle_calls=n_calls,
+        budget_left=out.budget_left,
+        trajectory=out.result.history,
+        seconds=round(time.perf_counter() - t0, 3),
+        time=now(),
+        metrics={},
+    )
+
+
+@job(config=STORE_JOB)
+def md_segment(name: str, after: Any = None) -> Response | dict:
+    """Run MD on the latest potential until it is unsure or the run is over.
+
+    Read (the campaign document, the latest potential) -> the pure
+    :func:`~alcampaign.md.steps.run_md_segment` -> write. First answers any frame asked
+    but not labelled and brings the potential up to date with every label (both happen
+    after an interruption). When a limit is crossed the frame is recorded (state
+    ``acquired``) before the oracle job is added, with the MD state to continue from.
+    """
+    stores = job_stores()
+    doc, config = _campaign(stores, name)
+    ready = _catch_up(stores, name, config, doc)
+    if not isinstance(ready, tuple):
+        return ready
+    potential, model = ready
     t0 = time.perf_counter()
-    md, ts = config.md, config.md.timestep
-    schedule = [list(p) for p in md.temperature]
-    state = doc.get("md_state")
-    if state is None:
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
-        atoms = initial_atoms(config, Structure.from_dict(doc["structure"]))
-        MaxwellBoltzmannDistribution(
-            atoms,
-            temperature_K=temperature_at(0, schedule),
-            rng=np.random.default_rng([config.seed, 1]),
-        )
-        Stationary(atoms)
-        state = atoms_to_state(atoms, 0, 0.0, ts.initial, labelled=False)
-    atoms = state_to_atoms(state)
+    state = doc.get("md_state") or start_state(config, Structure.from_dict(doc["structure"]))
     n_calls = int(doc.get("n_oracle_calls") or 0)
-    budget_left = n_calls < config.stopping.max_oracle_calls
-    limits = None
-    if budget_left:
-        limits = TriggerLimits(
-            config.triggers.force_std,
-            potential.domain.mahalanobis_limit_,
-            potential.domain.leverage_limit_,
-        )
-    result = run_segment(
-        atoms,
-        UncertainPotentialCalculator(potential),
-        start_step=state["step"],
-        end_step=md.n_steps,
-        dt_fs=state["dt_fs"],
-        schedule=schedule,
-        policy=TimestepPolicy(ts.min, ts.max, ts.high, ts.low, ts.shrink, ts.grow),
-        limits=limits,
-        integrator=md.integrator,
-        friction=md.friction,
-        seed=config.seed,
-        time_fs=state["time_fs"],
-        check_first=not state["from_labelled"],
-    )
+    out = run_md_segment(config, potential, state, n_calls)
     history = doc.get("history") or []
-    segment = len(history)
-    r = result.results
-    flags = {
-        "reasons": result.reasons,
-        "max_force_std": float(r["max_force_std"]),
-        "energy_std": float(r["energy_std"]),
-        "max_mahalanobis": r.get("max_mahalanobis"),
-        "max_leverage": r.get("max_leverage"),
-        "limits": {
-            "force_std": config.triggers.force_std,
-            **potential.domain.limits(),
-        },
-    }
-    fid = frame_id(result.atoms, result.step) if result.triggered else None
-    entry = {
-        "iteration": segment,
-        "start_step": state["step"],
-        "end_step": result.step,
-        "triggered": result.triggered,
-        "frame_id": fid,
-        "flags": flags,
-        "model_iteration": model["iteration"],
-        "n_oracle_calls": n_calls,
-        "budget_left": budget_left,
-        "trajectory": result.history,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "time": now(),
-        "metrics": {},
-    }
-    new_state = atoms_to_state(
-        result.atoms, result.step, result.time_fs, result.dt_fs, labelled=result.triggered
-    )
+    entry = _segment_entry(out, state["step"], len(history), model, n_calls, t0).to_store()
+    fields = {"md_state": out.state, "iteration": len(history), "history": [*history, entry]}
+    result = out.result
     if result.triggered:
-        target = temperature_at(result.step, schedule)
         frame = _frame_doc(
             name,
             result.atoms,
-            fid,
+            out.frame_id,
             source="md",
             step=result.step,
             time_fs=result.time_fs,
-            target_temperature=target,
-            flags=flags,
-            acquisition={"rule": "+".join(result.reasons), "segment": segment, "time": now()},
+            target_temperature=out.target_temperature,
+            flags=out.flags,
+            acquisition={"rule": "+".join(result.reasons), "segment": len(history), "time": now()},
         )
         # The frame is recorded before the MD state moves past it, and both before any
         # oracle job exists: an interruption anywhere loses nothing and asks nothing twice.
         stores.insert_candidates(name, [frame])
-        stores.update_campaign(
-            name, {"md_state": new_state, "iteration": segment, "history": [*history, entry]}
-        )
+        stores.update_campaign(name, fields)
         logger.info(
             "%s: step %d (%.0f K, dt %.2f fs): %s -> oracle",
             name,
             result.step,
-            target,
+            out.target_temperature,
             result.dt_fs,
             ", ".join(result.reasons),
         )
         return Response(addition=label_flow(name, config, [frame]))
-    reason = f"MD reached step {md.n_steps}"
-    if not budget_left:
-        reason += f" (oracle budget of {config.stopping.max_oracle_calls} calls spent)"
-    stores.update_campaign(
-        name,
-        {
-            "md_state": new_state,
-            "iteration": segment,
-            "history": [*history, entry],
-            "state": "stopped",
-            "stop_reason": reason,
-            "md_summary": summarize(stores, name, [*history, entry]),
-        },
+    fields.update(
+        state="stopped",
+        stop_reason=out.stop_reason,
+        md_summary=summarize(stores, name, fields["history"]),
     )
-    logger.info("%s: %s", name, reason)
-    return {"stopped": True, "reason": reason, "step": result.step}
+    stores.update_campaign(name, fields)
+    logger.info("%s: %s", name, out.stop_reason)
+    return {"stopped": True, "reason": out.stop_reason, "step": result.step}
 
 
 def summarize(stores: CampaignStores, name: str, history: list[dict]) -> dict:

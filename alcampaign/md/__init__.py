@@ -1,5 +1,6 @@
 """Molecular dynamics: the integrator with its triggers (``dynamics``), the linear
-potential with Bayesian uncertainty (``potential``) and the MD campaign config
-(``config``). No database or workflow code: the MD jobs live in
-``alcampaign.campaign.otf_md``. May import ``science`` and ``config``.
+potential with Bayesian uncertainty (``potential``), the MD campaign config
+(``config``) and one on-the-fly MD segment on plain objects (``steps``). No database or
+workflow code: the MD jobs live in ``alcampaign.campaign.otf_md``. May import
+``science`` and ``config``.
 """

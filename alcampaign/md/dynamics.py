@@ -139,6 +139,43 @@ class SegmentResult:
     history: dict[str, list] = field(default_factory=dict)
 
 
+def _integrator(atoms: Atoms, kind: str, dt_fs: float, target: float, friction: float, seed):
+    """The ASE integrator of a segment (Langevin seeded by ``seed``, or NVE Verlet)."""
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    if kind == "langevin":
+        return Langevin(
+            atoms,
+            dt_fs * units.fs,
+            temperature_K=target,
+            friction=friction / units.fs,
+            fixcm=False,
+            rng=np.random.default_rng(seed),
+        )
+    if kind == "verlet":
+        return VelocityVerlet(atoms, dt_fs * units.fs)
+    raise ValueError(f"unknown integrator {kind!r}; choose langevin or verlet")
+
+
+def _history_row(
+    atoms: Atoms, results: dict, step: int, time_fs: float, dt: float, target: float
+) -> dict:
+    """One step of the trajectory record (:data:`HISTORY_FIELDS`)."""
+    return {
+        "step": step,
+        "time_fs": time_fs,
+        "dt_fs": dt,
+        "target_temperature": target,
+        "temperature": float(atoms.get_temperature()),
+        "energy": float(results["energy"]),
+        "energy_std": float(results["energy_std"]),
+        "max_force_std": float(results["max_force_std"]),
+        "max_mahalanobis": results.get("max_mahalanobis"),
+        "max_leverage": results.get("max_leverage"),
+    }
+
+
 def run_segment(
     atoms: Atoms,
     calculator,
@@ -183,43 +220,17 @@ def run_segment(
         just answered for it (the updated model may still be unsure, and asking again
         would loop).
     """
-    from ase.md.langevin import Langevin
-    from ase.md.verlet import VelocityVerlet
-
     atoms = atoms.copy()
     atoms.calc = calculator
-    target = temperature_at(start_step, schedule)
-    if integrator == "langevin":
-        dyn = Langevin(
-            atoms,
-            dt_fs * units.fs,
-            temperature_K=target,
-            friction=friction / units.fs,
-            fixcm=False,
-            rng=np.random.default_rng([seed, start_step]),
-        )
-    elif integrator == "verlet":
-        dyn = VelocityVerlet(atoms, dt_fs * units.fs)
-    else:
-        raise ValueError(f"unknown integrator {integrator!r}; choose langevin or verlet")
+    dyn = _integrator(
+        atoms, integrator, dt_fs, temperature_at(start_step, schedule), friction, [seed, start_step]
+    )
     history: dict[str, list] = {k: [] for k in HISTORY_FIELDS}
     step, dt = start_step, dt_fs
     while True:
         atoms.get_forces()
         results = dict(calculator.results)
-        target = temperature_at(step, schedule)
-        row = {
-            "step": step,
-            "time_fs": time_fs,
-            "dt_fs": dt,
-            "target_temperature": target,
-            "temperature": float(atoms.get_temperature()),
-            "energy": float(results["energy"]),
-            "energy_std": float(results["energy_std"]),
-            "max_force_std": float(results["max_force_std"]),
-            "max_mahalanobis": results.get("max_mahalanobis"),
-            "max_leverage": results.get("max_leverage"),
-        }
+        row = _history_row(atoms, results, step, time_fs, dt, temperature_at(step, schedule))
         for k, v in row.items():
             history[k].append(v)
         reasons = limits.reasons(results) if limits and (check_first or step > start_step) else []

@@ -1,8 +1,10 @@
-"""One controller iteration's science, on arrays: fit, validate, assess, select.
+"""One controller iteration's science, on arrays: fit, validate, assess, judge, select.
 
-The controller job (``jobs.py``) reads the stores into arrays, calls these functions,
-and writes the results back; nothing here touches a database or a workflow, so every
-step is testable in milliseconds and reusable by the benchmarks.
+:func:`decide` is the pure middle of the controller (``alcampaign.campaign.controller``
+reads the stores into arrays, calls it, and writes the documents it implies), as a
+maggma builder keeps I/O out of ``process_item``. Nothing here touches a database, a
+workflow or the campaign config: settings arrive as a :class:`LearningSettings`, so
+every step is testable in milliseconds and reusable by the benchmarks.
 
 Single fidelity: energy rows ``x`` with targets ``E`` (energy per atom).
 
@@ -17,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alcampaign.config import CampaignConfig
 from alcampaign.science.acquisition import (
     Pool,
     Selection,
@@ -31,8 +32,114 @@ from alcampaign.science.hull import (
     end_member_indices,
     estimate_ground_states,
 )
-from alcampaign.science.stopping import METRIC_NAMES, cross_validate, validation_metrics
+from alcampaign.science.stopping import (
+    METRIC_NAMES,
+    StoppingThresholds,
+    cross_validate,
+    judge,
+    judge_missing_ground_states,
+    validation_metrics,
+)
+from alcampaign.science.stopping import Decision as Verdict
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The plain settings one controller step needs (no config object, no I/O).
+
+    Built from a campaign config by
+    :func:`alcampaign.campaign.controller.learning_settings`; benchmarks and tests
+    build it directly.
+
+    Attributes
+    ----------
+    thresholds
+        The stopping portfolio (its ``max_oracle_calls`` is also the budget that caps
+        a batch).
+    seed
+        Seed of the campaign; iteration ``k`` draws from ``default_rng([seed, k])``.
+    surrogate, alpha, beta, n_members
+        Surrogate kind (``bayesian_linear`` or ``ensemble``), prior and noise
+        precisions (``None``: maximised evidence) and committee size.
+    rule, batch_size, kappa, coverage_radius
+        Acquisition rule, dear-oracle calls per iteration, the LCB's ``kappa``, and the
+        radius of the coverage metric (``None``: its default).
+    mahalanobis_threshold, leverage_threshold, domain_quantile
+        Domain-of-applicability limits (``None``: the quantile default).
+    cv_folds
+        Folds of the cross-validation.
+    dear_cost, cheap_cost
+        Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
+        single-fidelity campaign.
+    n_samples
+        Joint posterior samples of the convex hull (``ground_state``).
+    missing_ground_states
+        Stop when the expected number of unlabelled hull ground states is below this
+        (``None``: off); hulls are sampled when this is set or the rule is
+        ``ground_state``.
+    min_labels
+        The missing-ground-states criterion counts from this many oracle calls.
+    """
+
+    thresholds: StoppingThresholds
+    seed: int = 0
+    surrogate: str = "bayesian_linear"
+    alpha: float | None = None
+    beta: float | None = None
+    n_members: int = 8
+    rule: str = "max_variance"
+    batch_size: int = 5
+    kappa: float = 2.0
+    coverage_radius: float | None = None
+    mahalanobis_threshold: float | None = None
+    leverage_threshold: float | None = None
+    domain_quantile: float = 0.99
+    cv_folds: int = 5
+    dear_cost: float = 1.0
+    cheap_cost: float | None = None
+    n_samples: int = 1000
+    missing_ground_states: float | None = None
+    min_labels: int = 0
+
+    @property
+    def multi_fidelity(self) -> bool:
+        """Whether a cheap fidelity exists."""
+        return self.cheap_cost is not None
+
+    @property
+    def samples_hulls(self) -> bool:
+        """Whether a step samples convex hulls (ground-state search or its stopping)."""
+        return self.rule == "ground_state" or self.missing_ground_states is not None
+
+
+def initial_design(
+    n_initial: int,
+    n_candidates: int,
+    rng: np.random.Generator,
+    compositions: np.ndarray | None = None,
+    cheap_energies: np.ndarray | None = None,
+    end_members: bool = True,
+) -> tuple[list[int], int]:
+    """The first questions: the end members (when asked for), then random candidates.
+
+    ``n_initial`` in all; with ``end_members`` and compositions known, one candidate at
+    each corner of the composition space comes first (the lowest ``cheap_energies``
+    among several, e.g. the CHGNet prescreen): every hull needs them.
+
+    Returns
+    -------
+    indices, n_end_members
+        The chosen candidates, the end members first, and how many end members.
+    """
+    n = min(n_initial, n_candidates)
+    chosen: list[int] = []
+    if end_members and compositions is not None:
+        chosen = end_member_indices(compositions, cheap_energies).tolist()[:n]
+    n_end = len(chosen)
+    rest = np.setdiff1d(np.arange(n_candidates), chosen)
+    chosen += rng.choice(rest, size=n - n_end, replace=False).tolist()
+    return [int(i) for i in chosen], n_end
 
 
 def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -46,34 +153,6 @@ def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
     std = raw.std(axis=0)
     z = (raw - raw.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return np.column_stack([np.ones(len(raw)), z])
-
-
-def initial_design(
-    config: CampaignConfig,
-    n_candidates: int,
-    rng: np.random.Generator,
-    compositions: np.ndarray | None = None,
-    cheap_energies: np.ndarray | None = None,
-) -> tuple[list[int], int]:
-    """The first questions: the end members (when asked for), then random candidates.
-
-    ``initial_design.n_initial`` in all; with ``initial_design.end_members`` and
-    compositions known, one candidate at each corner of the composition space comes
-    first (the lowest ``cheap_energies`` among several, e.g. the CHGNet prescreen).
-
-    Returns
-    -------
-    indices, n_end_members
-        The chosen candidates, the end members first, and how many end members.
-    """
-    n = min(config.initial_design.n_initial, n_candidates)
-    chosen: list[int] = []
-    if config.initial_design.end_members and compositions is not None:
-        chosen = end_member_indices(compositions, cheap_energies).tolist()[:n]
-    n_end = len(chosen)
-    rest = np.setdiff1d(np.arange(n_candidates), chosen)
-    chosen += rng.choice(rest, size=n - n_end, replace=False).tolist()
-    return [int(i) for i in chosen], n_end
 
 
 @dataclass
@@ -120,24 +199,23 @@ class FittedModel:
         return p
 
 
-def _new_surrogate(config: CampaignConfig, center: bool) -> Surrogate:
-    s = config.surrogate
-    kwargs = {"alpha": s.alpha, "beta": s.beta, "center": center}
-    if s.kind == "ensemble":
-        kwargs.update(n_members=s.n_members, seed=config.seed)
-    return make_surrogate(s.kind, **kwargs)
+def _new_surrogate(settings: LearningSettings, center: bool) -> Surrogate:
+    kwargs = {"alpha": settings.alpha, "beta": settings.beta, "center": center}
+    if settings.surrogate == "ensemble":
+        kwargs.update(n_members=settings.n_members, seed=settings.seed)
+    return make_surrogate(settings.surrogate, **kwargs)
 
 
 def fit_and_validate(
-    config: CampaignConfig, data: TrainingData, rng: np.random.Generator, validate: bool = True
+    settings: LearningSettings, data: TrainingData, rng: np.random.Generator, validate: bool = True
 ) -> tuple[FittedModel, dict[str, float | None]]:
-    """Fit the configured surrogate on every label and cross-validate it.
+    """Fit the surrogate of the settings on every label and cross-validate it.
 
     Cross-validation holds out dear labels only (cheap labels always train), refitting
     hyperparameters in each fold. Metrics are ``None`` below 3 dear labels or when
     ``validate`` is false.
     """
-    mf = data.cheap_index.size > 0 or config.acquisition.rule == "cost_aware"
+    mf = data.cheap_index.size > 0 or settings.rule == "cost_aware"
     X = data.X
     if mf:
         mu_d = float(data.dear_y.mean()) if data.dear_y.size else 0.0
@@ -153,16 +231,16 @@ def fit_and_validate(
         offsets = (mu_d, mu_c)
     else:
         rows, y, kind, offsets = X[data.dear_index], data.dear_y, None, (0.0, 0.0)
-    model = _new_surrogate(config, center=not mf).fit(rows, y, kind)
+    model = _new_surrogate(settings, center=not mf).fit(rows, y, kind)
     fitted = FittedModel(model, mf, offsets)
     metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
     if validate and data.dear_y.size >= 3:
         groups = np.r_[np.arange(data.dear_y.size), -np.ones(data.cheap_y.size, dtype=int)]
         cv = cross_validate(
-            lambda: _new_surrogate(config, center=not mf),
+            lambda: _new_surrogate(settings, center=not mf),
             rows,
             y,
-            config.stopping.cv_folds,
+            settings.cv_folds,
             rng,
             kind,
             groups,
@@ -174,23 +252,24 @@ def fit_and_validate(
     return fitted, metrics
 
 
-def assess_domain(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
+def assess_domain(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
     """Mahalanobis distance, leverage and flags of every candidate."""
-    d = config.domain
-    domain = ApplicabilityDomain(d.mahalanobis_threshold, d.leverage_threshold, d.quantile)
+    domain = ApplicabilityDomain(
+        settings.mahalanobis_threshold, settings.leverage_threshold, settings.domain_quantile
+    )
     domain.fit(X[train])
     out = domain.assess(X)
     out["limits"] = {"mahalanobis": domain.mahalanobis_limit_, "leverage": domain.leverage_limit_}
     return out
 
 
-def diversity(config: CampaignConfig, X: np.ndarray, train: np.ndarray) -> dict:
+def diversity(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> dict:
     """Coverage of the pool and diversity of the training set."""
-    return coverage_metrics(X, X[train], radius=config.acquisition.coverage_radius)
+    return coverage_metrics(X, X[train], radius=settings.coverage_radius)
 
 
 def ground_states(
-    config: CampaignConfig,
+    settings: LearningSettings,
     fitted: FittedModel,
     X: np.ndarray,
     labels: np.ndarray,
@@ -220,7 +299,7 @@ def ground_states(
         fitted.model.covariance_,
         compositions[members],
         labels[members],
-        config.acquisition.n_samples,
+        settings.n_samples,
         rng,
         fitted.model.noise_variance(),
     )
@@ -236,7 +315,7 @@ class Request:
 
 
 def select(
-    config: CampaignConfig,
+    settings: LearningSettings,
     fitted: FittedModel | None,
     X: np.ndarray,
     dear_available: np.ndarray,
@@ -247,7 +326,7 @@ def select(
     labels: np.ndarray | None = None,
     hull: tuple[np.ndarray, GroundStateEstimate] | None = None,
 ) -> tuple[str, list[Request]]:
-    """Choose the next questions with the configured rule.
+    """Choose the next questions with the rule of the settings.
 
     Without a fitted model (no successful label yet) the choice is random.
     ``ground_state`` also needs ``labels`` (``(N,)``, ``nan`` where unlabelled) and may
@@ -258,12 +337,11 @@ def select(
     rule_name, requests
     """
     if k <= 0:
-        return config.acquisition.rule, []
-    rule_name = config.acquisition.rule if fitted is not None else "random"
-    a = config.acquisition
+        return settings.rule, []
+    rule_name = settings.rule if fitted is not None else "random"
     options = {
-        "lower_confidence_bound": {"kappa": a.kappa},
-        "ground_state": {"n_samples": a.n_samples},
+        "lower_confidence_bound": {"kappa": settings.kappa},
+        "ground_state": {"n_samples": settings.n_samples},
     }
     rule = make_rule(rule_name, **options.get(rule_name, {}))
     if rule_name == "ground_state":
@@ -280,13 +358,13 @@ def select(
                 "dear": (
                     fitted.rows(Xp),
                     model.noise_variance(ENERGY),
-                    config.oracle.cost,
+                    settings.dear_cost,
                     dear_available[pool_index],
                 ),
                 "cheap": (
                     fitted.rows(Xp, cheap=True),
                     model.noise_variance(FORCE),
-                    config.oracle.cheap.cost,
+                    settings.cheap_cost,
                     cheap_available[pool_index],
                 ),
             },
@@ -316,6 +394,181 @@ def select(
         Request(int(pool_index[i]), False, float(s))
         for i, s in zip(sel.indices, sel.scores, strict=True)
     ]
+
+
+@dataclass
+class StepInputs:
+    """What one controller step knows, as arrays (read from the stores by the caller).
+
+    Attributes
+    ----------
+    data
+        Features of every candidate (``X``, ``(N, d)``, rows as the surrogate takes
+        them) and the successful labels of each fidelity as rows of ``X``.
+    iteration
+        The iteration being decided (seeds its random draws).
+    n_oracle_calls
+        Dear-oracle calls so far, successful or failed.
+    cost_spent
+        Cost of every label at every fidelity.
+    rmse_history
+        Cross-validated RMSE of each earlier iteration (``None`` where not measured).
+    dear_taken, cheap_taken
+        ``(N,)`` booleans: the candidate was asked or answered at that fidelity.
+    n_outstanding
+        External questions asked and not yet answered (they count against the batch
+        and the budget).
+    compositions
+        ``(N, n_elements)`` fractions, needed by ``lower_confidence_bound``,
+        ``ground_state`` and the missing-ground-states criterion.
+    """
+
+    data: TrainingData
+    iteration: int
+    n_oracle_calls: int
+    cost_spent: float = 0.0
+    rmse_history: list[float | None] = field(default_factory=list)
+    dear_taken: np.ndarray | None = None
+    cheap_taken: np.ndarray | None = None
+    n_outstanding: int = 0
+    compositions: np.ndarray | None = None
+
+
+@dataclass
+class Decision:
+    """The outcome of one controller step (what :func:`decide` returns).
+
+    Attributes
+    ----------
+    verdict
+        The stopping portfolio's judgement: ``stop``, ``failed``, ``reason`` and every
+        criterion (a stop for an exhausted pool is recorded here too).
+    metrics
+        Cross-validated metrics (``None`` where not measured).
+    fitted
+        The surrogate fitted on every label, ``None`` before the first success.
+    domain
+        :func:`assess_domain`'s output over every candidate (``None`` without a model).
+    diversity
+        :func:`diversity` of the training set (``None`` without a model).
+    rule
+        The acquisition rule that chose ``requests`` (``None`` when stopping).
+    requests
+        The next questions, as rows of ``X``.
+    hull
+        ``(members, estimate)``: the sampled hulls over the candidates ``members``
+        (labelled or askable), when the settings sample hulls and a model exists.
+    """
+
+    verdict: Verdict
+    metrics: dict[str, float | None]
+    fitted: FittedModel | None = None
+    domain: dict | None = None
+    diversity: dict | None = None
+    rule: str | None = None
+    requests: list[Request] = field(default_factory=list)
+    hull: tuple[np.ndarray, GroundStateEstimate] | None = None
+
+    @property
+    def stop(self) -> bool:
+        """Whether the campaign stops (or fails) here."""
+        return self.verdict.stop
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Rows outside the domain of applicability (empty without a model)."""
+        if self.domain is None:
+            return np.empty(0, dtype=int)
+        return np.flatnonzero(self.domain["flagged"])
+
+
+def decide(settings: LearningSettings, inputs: StepInputs) -> Decision:
+    """One controller step on arrays: fit, validate, domain, diversity, judge, select.
+
+    The random draws (cross-validation folds, then the acquisition) come from
+    ``default_rng([settings.seed, inputs.iteration])`` in that order, so a step is
+    reproducible from its inputs.
+
+    Parameters
+    ----------
+    settings
+        The campaign's learning settings.
+    inputs
+        The labels and the state of the campaign at this iteration.
+
+    Returns
+    -------
+    Decision
+        Stop (with the reason) or go on with ``requests``; the fitted model, metrics,
+        domain and diversity either way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alcampaign.science.stopping import StoppingThresholds
+    >>> X = np.column_stack([np.ones(12), np.linspace(0.0, 1.0, 12)])
+    >>> data = TrainingData(X, np.arange(4), 0.1 * X[:4, 1])
+    >>> settings = LearningSettings(StoppingThresholds(max_oracle_calls=6), batch_size=2)
+    >>> step = decide(settings, StepInputs(data, iteration=1, n_oracle_calls=4))
+    >>> step.stop, len(step.requests), all(r.index >= 4 for r in step.requests)
+    (False, 2, True)
+    """
+    data = inputs.data
+    X = data.X
+    rng = np.random.default_rng([settings.seed, inputs.iteration])
+    metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    out = Decision(verdict=Verdict(False, None, []), metrics=metrics)
+    if data.dear_index.size:
+        out.fitted, out.metrics = fit_and_validate(settings, data, rng)
+        out.domain = assess_domain(settings, X, data.dear_index)
+        out.diversity = diversity(settings, X, data.dear_index)
+    n_calls = inputs.n_oracle_calls
+    out.verdict = judge(
+        settings.thresholds,
+        n_calls,
+        out.metrics,
+        cost_spent=inputs.cost_spent,
+        n_failed=n_calls - int(data.dear_index.size),
+        rmse_history=[*inputs.rmse_history, out.metrics["rmse"]],
+    )
+    n = len(X)
+    dear_ok = np.ones(n, bool) if inputs.dear_taken is None else ~inputs.dear_taken
+    labels = np.full(n, np.nan)
+    labels[data.dear_index] = data.dear_y
+    if settings.samples_hulls and out.fitted is not None and not out.fitted.multi_fidelity:
+        if inputs.compositions is None:
+            raise ValueError("sampling convex hulls needs the candidates' compositions")
+        members = np.flatnonzero(dear_ok | np.isfinite(labels))
+        estimate = ground_states(settings, out.fitted, X, labels, inputs.compositions,
+                                 members, rng)
+        out.hull = (members, estimate)
+        out.metrics["missing_ground_states"] = estimate.expected_missing
+    if settings.missing_ground_states is not None:
+        judge_missing_ground_states(
+            out.verdict,
+            out.metrics.get("missing_ground_states"),
+            settings.missing_ground_states,
+            n_calls,
+            settings.min_labels,
+        )
+    if out.verdict.stop:
+        return out
+    cheap_ok = np.full(n, settings.multi_fidelity)
+    if inputs.cheap_taken is not None:
+        cheap_ok &= ~inputs.cheap_taken
+    if not (dear_ok.any() or cheap_ok.any()):
+        out.verdict.stop, out.verdict.reason = True, "candidate pool exhausted"
+        return out
+    # Outstanding external questions count against the batch and the budget.
+    k = min(
+        settings.batch_size - inputs.n_outstanding,
+        settings.thresholds.max_oracle_calls - n_calls - inputs.n_outstanding,
+    )
+    out.rule, out.requests = select(
+        settings, out.fitted, X, dear_ok, cheap_ok, k, rng, inputs.compositions, labels,
+        out.hull,
+    )
+    return out
 
 
 def _select_ground_states(

@@ -95,6 +95,9 @@ class Surrogate(Protocol):
 
     def to_dict(self) -> dict: ...
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Surrogate: ...
+
 
 def _as_rows(X, y, kind, weight):
     X = np.atleast_2d(np.asarray(X, dtype=float))
@@ -155,6 +158,9 @@ class BayesianLinearRegression:
     chol_: np.ndarray = field(default=None, init=False, repr=False)
     _stats: dict = field(default=None, init=False, repr=False)
     _log_evidence: float = field(default=np.nan, init=False, repr=False)
+    # Set only by from_dict (a stored posterior without its sufficient statistics).
+    _covariance: np.ndarray = field(default=None, init=False, repr=False)
+    _n_train: int = field(default=0, init=False, repr=False)
 
     # -- sufficient statistics ---------------------------------------------------
 
@@ -305,6 +311,10 @@ class BayesianLinearRegression:
         the same hyperparameters to round-off.
         """
         self._check_fitted()
+        if self._stats is None:
+            raise RuntimeError(
+                "a model read with from_dict only predicts; continue one with from_state"
+            )
         X, y, kind, weight = _as_rows(X, y, kind, weight)
         self._accumulate(X, y, kind, weight)
         for x, g, w in zip(X, kind, weight, strict=True):
@@ -331,20 +341,29 @@ class BayesianLinearRegression:
     def covariance_(self) -> np.ndarray:
         """Posterior covariance of the weights, ``A^-1`` (formed only on request)."""
         self._check_fitted()
+        if self.chol_ is None:  # from_dict
+            return self._covariance.copy()
         return cho_solve((self.chol_, True), np.eye(self.chol_.shape[0]))
 
     @property
     def n_train_(self) -> int:
         """Number of energy rows (weighted)."""
+        if self._stats is None:  # from_dict
+            return self._n_train
         return round(self._stats["n"][ENERGY])
 
     def predict(self, X, kind: int = ENERGY) -> Prediction:
         """Predictive mean and epistemic and aleatoric variances at rows ``X``."""
         self._check_fitted()
         X = np.atleast_2d(np.asarray(X, dtype=float))
+        if X.shape[1] != self.mean_.size:
+            raise ValueError(f"X has {X.shape[1]} columns; the model has {self.mean_.size} weights")
         mean = X @ self.mean_ + (self.offset_ if kind == ENERGY else 0.0)
-        v = solve_triangular(self.chol_, X.T, lower=True)  # L^-1 X^T
-        epistemic = (v * v).sum(axis=0)
+        if self.chol_ is None:  # from_dict: x^T A^-1 x from the stored covariance
+            epistemic = np.maximum(((X @ self._covariance) * X).sum(axis=1), 0.0)
+        else:
+            v = solve_triangular(self.chol_, X.T, lower=True)  # L^-1 X^T
+            epistemic = (v * v).sum(axis=0)
         aleatoric = np.full(X.shape[0], 1.0 / self.betas_[kind])
         return Prediction(mean, epistemic, aleatoric)
 
@@ -367,6 +386,45 @@ class BayesianLinearRegression:
             "mean": self.mean_.tolist(),
             "covariance": self.covariance_.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BayesianLinearRegression:
+        """The posterior of a :meth:`to_dict` dict (a ``models`` document), for prediction.
+
+        ``predict`` then gives what the fitted model gave: mean ``x^T m + offset`` and
+        epistemic variance ``x^T A^-1 x`` from the stored covariance ``A^-1``, aleatoric
+        ``1 / beta``. Without the sufficient statistics the model cannot :meth:`update`
+        or re-optimise (:meth:`from_state` continues a model).
+
+        Parameters
+        ----------
+        d
+            ``mean`` (d,), ``covariance`` (d, d), ``beta``; optional ``beta_force``
+            (default ``beta``), ``offset`` (default 0), ``alpha``, ``n_train``,
+            ``log_evidence``.
+
+        Raises
+        ------
+        ValueError
+            A missing posterior, or shapes that disagree.
+        """
+        if d.get("mean") is None or d.get("covariance") is None or d.get("beta") is None:
+            raise ValueError("a stored surrogate needs 'mean', 'covariance' and 'beta'")
+        mean = np.asarray(d["mean"], dtype=float).reshape(-1)
+        cov = np.asarray(d["covariance"], dtype=float)
+        if cov.shape != (mean.size, mean.size):
+            raise ValueError(f"covariance {cov.shape} does not fit {mean.size} weights")
+        beta = float(d["beta"])
+        beta_force = float(d.get("beta_force") or beta)
+        model = cls()
+        model.alpha_ = float(d.get("alpha") or np.nan)
+        model.betas_ = np.array([beta, beta_force])
+        model.offset_ = float(d.get("offset") or 0.0)
+        model.mean_ = mean
+        model._covariance = 0.5 * (cov + cov.T)
+        model._n_train = int(d.get("n_train") or 0)
+        model._log_evidence = float(d.get("log_evidence") or np.nan)
+        return model
 
     def get_state(self) -> dict:
         """Everything needed to continue this model elsewhere, as plain lists: settings,
@@ -478,16 +536,61 @@ class BootstrapEnsemble:
         return np.cov(np.array([m.mean_ for m in self.members_]).T, ddof=1)
 
     def to_dict(self) -> dict:
-        """The reference model plus the members' means."""
+        """The reference model plus the members' means and energy offsets."""
         return {
             **self.reference_.to_dict(),
             "kind": "ensemble",
             "n_members": self.n_members,
             "member_means": [m.mean_.tolist() for m in self.members_],
+            "member_offsets": [float(m.offset_) for m in self.members_],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BootstrapEnsemble:
+        """The committee of a :meth:`to_dict` dict, for prediction.
+
+        The members share the reference model's noise precisions, so the committee's
+        prediction needs only their means and offsets: ``predict`` gives what the
+        fitted committee gave.
+
+        Raises
+        ------
+        ValueError
+            No member means or offsets (a committee stored by an older version, without
+            its members' offsets, cannot be reproduced).
+        """
+        means, offsets = d.get("member_means"), d.get("member_offsets")
+        if not means or offsets is None or len(offsets) != len(means):
+            raise ValueError("a stored ensemble needs 'member_means' and 'member_offsets'")
+        model = cls(n_members=len(means))
+        model.reference_ = BayesianLinearRegression.from_dict(d)
+        model.members_ = [
+            BayesianLinearRegression.from_dict({**d, "mean": m, "offset": o})
+            for m, o in zip(means, offsets, strict=True)
+        ]
+        return model
 
 
 SURROGATES = {"bayesian_linear": BayesianLinearRegression, "ensemble": BootstrapEnsemble}
+
+
+def surrogate_from_dict(d: dict) -> Surrogate:
+    """The surrogate of a stored ``to_dict`` dict, by its ``kind`` (default
+    ``bayesian_linear``), ready to ``predict``.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind, or a dict that does not hold a posterior.
+    """
+    kind = d.get("kind") or "bayesian_linear"
+    try:
+        cls = SURROGATES[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
+        ) from None
+    return cls.from_dict(d)
 
 
 def make_surrogate(kind: str, **kwargs) -> Surrogate:

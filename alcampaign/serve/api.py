@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,8 +33,9 @@ from maggma.api.query_operator import (
     SparseFieldsQuery,
 )
 from maggma.api.resource import ReadOnlyResource
-from pydantic import BaseModel, Field
 
+from alcampaign.campaign import documents
+from alcampaign.campaign.documents import api_view
 from alcampaign.serve.table_cache import CandidateTableCache
 from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
 from alcampaign.store.readonly import UnsupportedQuery, read_only, redact
@@ -62,84 +62,17 @@ LABEL_FIELDS = [
     "time",
 ]
 
-# -- documents (what each resource serves; maggma makes every field optional) ----------
+# -- documents: the stored documents' models (alcampaign.campaign.documents), every
+# field optional (the API serves projections), so the OpenAPI schema describes them.
 
-
-class CandidateDoc(BaseModel):
-    """A candidate structure of a campaign."""
-
-    campaign: str | None = Field(None, description="Campaign name.")
-    candidate_id: str | None = Field(None, description="Stable hash of the canonical structure.")
-    formula: str | None = Field(None, description="Reduced formula.")
-    n_sites: int | None = Field(None, description="Atoms in the cell.")
-    composition: dict[str, float] | None = Field(None, description="Element amounts in the cell.")
-    state: str | None = Field(None, description="pool, acquired, requested, labelled or failed.")
-    cheap_state: str | None = Field(None, description="State at the cheap fidelity.")
-    source: dict[str, Any] | None = Field(None, description="Parent, supercell size, backend.")
-    prescreen: dict[str, Any] | None = Field(None, description="CHGNet prescreen results.")
-    acquisition: dict[str, Any] | None = Field(None, description="Iteration, rule and score.")
-    structure: dict[str, Any] | None = Field(None, description="pymatgen Structure dict.")
-    features: list[float] | None = Field(None, description="Feature vector.")
-
-
-class LabelDoc(BaseModel):
-    """An oracle answer."""
-
-    campaign: str | None = Field(None, description="Campaign name.")
-    candidate_id: str | None = Field(None, description="Candidate asked.")
-    fidelity: str | None = Field(None, description="Oracle fidelity name.")
-    status: str | None = Field(None, description="success or failed.")
-    energy_per_atom: float | None = Field(None, description="Energy (eV/atom).")
-    energy: float | None = Field(None, description="Energy of the cell (eV).")
-    forces: list[Any] | None = Field(None, description="Forces (eV/A).")
-    stress: list[Any] | None = Field(None, description="Stress.")
-    final_structure: dict[str, Any] | None = Field(None, description="Relaxed structure.")
-    oracle: dict[str, Any] | None = Field(None, description="Maker name and settings.")
-    job_uuid: str | None = Field(None, description="jobflow job that answered.")
-    cost: float | None = Field(None, description="Cost of the call.")
-    iteration: int | None = Field(None, description="Iteration that asked.")
-    time: str | None = Field(None, description="When the answer was stored (UTC).")
-    error: str | None = Field(None, description="Why a failed call failed.")
-
-
-class ModelDoc(BaseModel):
-    """A surrogate model version."""
-
-    campaign: str | None = Field(None, description="Campaign name.")
-    iteration: int | None = Field(None, description="Controller iteration.")
-    kind: str | None = Field(None, description="Surrogate kind.")
-    featurizer: dict[str, Any] | None = Field(None, description="Featurizer settings.")
-    training_ids: list[str] | None = Field(None, description="Candidates trained on.")
-    metrics: dict[str, Any] | None = Field(None, description="Cross-validated metrics.")
-    n_train: int | None = Field(None, description="Energy rows trained on.")
-    alpha: float | None = Field(None, description="Prior precision.")
-    beta: float | None = Field(None, description="Noise precision (energies).")
-    offset: float | None = Field(None, description="Target offset (eV/atom).")
-    log_evidence: float | None = Field(None, description="Log marginal likelihood.")
-    mean: list[float] | None = Field(None, description="Posterior mean of the weights.")
-    covariance: list[list[float]] | None = Field(None, description="Posterior covariance.")
-    cv_predictions: dict[str, Any] | None = Field(None, description="Out-of-fold predictions.")
-    domain: dict[str, Any] | None = Field(None, description="Applicability-domain summary.")
-    time: str | None = Field(None, description="When the model was stored (UTC).")
-
-
-class CampaignDoc(BaseModel):
-    """A campaign."""
-
-    name: str | None = Field(None, description="Campaign name.")
-    config: dict[str, Any] | None = Field(None, description="Validated campaign config.")
-    state: str | None = Field(None, description="running, waiting, stopped, failed, enumerated.")
-    iteration: int | None = Field(None, description="Last controller iteration.")
-    n_oracle_calls: int | None = Field(None, description="Oracle calls at the dear fidelity.")
-    cost_spent: float | None = Field(None, description="Cost of every label.")
-    stop_reason: str | None = Field(None, description="Why the campaign stopped.")
-    metrics: dict[str, Any] | None = Field(None, description="Latest cross-validated metrics.")
-    criteria: list[dict[str, Any]] | None = Field(None, description="Stopping criteria.")
-    history: list[dict[str, Any]] | None = Field(None, description="One entry per iteration.")
-    enumeration: dict[str, Any] | None = Field(None, description="Enumeration summary.")
-    prescreen: dict[str, Any] | None = Field(None, description="Prescreen summary.")
-    created_at: str | None = Field(None, description="Creation time (UTC).")
-    updated_at: str | None = Field(None, description="Last update (UTC).")
+CandidateDoc = api_view(
+    "CandidateDoc", documents.Candidate, documents.Frame, doc="A candidate structure or MD frame."
+)
+LabelDoc = api_view("LabelDoc", documents.Label, doc="An oracle answer.")
+ModelDoc = api_view(
+    "ModelDoc", documents.SurrogateModel, documents.PotentialModel, doc="A model version."
+)
+CampaignDoc = api_view("CampaignDoc", documents.Campaign, doc="A campaign.")
 
 
 # -- query operators -------------------------------------------------------------------

@@ -23,6 +23,8 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
+from alcampaign.campaign.status import STATUS_FIELDS, status_record
+from alcampaign.errors import CampaignNotFound
 from alcampaign.report.build import calibration_curve, collect, hull_table, summary
 from alcampaign.science.stopping import expected_calibration_error
 from alcampaign.store.facade import CANDIDATE_STATES, CampaignStores
@@ -65,10 +67,12 @@ def _only(request: Request, allowed: set[str]) -> None:
 
 
 def _campaign(stores: CampaignStores, name: str, properties=None) -> dict:
-    doc = stores.campaigns.query_one({"name": name}, properties)
-    if doc is None:
-        raise HTTPException(404, f"no campaign named {name!r} in this store")
-    return doc
+    """The campaign document; 404 (:class:`~alcampaign.errors.CampaignNotFound`'s
+    message) where there is none."""
+    try:
+        return stores.require_campaign(name, properties)
+    except CampaignNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 def _finite(obj):
@@ -92,47 +96,14 @@ def campaign_list(request: Request) -> list[dict]:
     """Every campaign: name, system, state, iteration, oracle calls, metrics against
     their thresholds (the stopping criteria), last activity; newest first."""
     _only(request, set())
-    docs = _stores(request).campaigns.query(
-        {},
-        [
-            "name",
-            "state",
-            "iteration",
-            "n_oracle_calls",
-            "cost_spent",
-            "stop_reason",
-            "metrics",
-            "criteria",
-            "updated_at",
-            "config.system.structure",
-            "enumeration.n_candidates",
-        ],
-    )
-    rows = [
-        {
-            "name": d["name"],
-            "system": Path(((d.get("config") or {}).get("system") or {}).get("structure", "")).stem
-            or None,
-            "state": d.get("state"),
-            "iteration": d.get("iteration", 0),
-            "n_oracle_calls": d.get("n_oracle_calls", 0),
-            "cost_spent": d.get("cost_spent"),
-            "stop_reason": d.get("stop_reason"),
-            "metrics": d.get("metrics") or {},
-            "criteria": d.get("criteria") or [],
-            "n_candidates": (d.get("enumeration") or {}).get("n_candidates"),
-            "updated_at": d.get("updated_at"),
-        }
-        for d in docs
-    ]
+    docs = _stores(request).campaigns.query({}, STATUS_FIELDS)
+    rows = [status_record(d) for d in docs]
     return _finite(sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True))
 
 
 @router.get("/api/dashboard/campaigns/{name}/status", tags=["dashboard"])
 def campaign_status(name: str, request: Request) -> dict:
     """Exactly the object ``alcampaign status NAME --json`` prints."""
-    from alcampaign.campaign.status import status_record
-
     _only(request, set())
     return _finite(status_record(_campaign(_stores(request), name)))
 
@@ -145,7 +116,7 @@ def campaign_plots(name: str, request: Request) -> dict:
     _only(request, set())
     try:
         data = collect(_stores(request), name)
-    except KeyError as exc:
+    except LookupError as exc:  # CampaignNotFound (or collect's KeyError)
         raise HTTPException(404, exc.args[0]) from None
     hull = hull_table(data)
     doc = data.doc
@@ -198,28 +169,6 @@ def campaign_plots(name: str, request: Request) -> dict:
     return _finite(out)
 
 
-def posterior(model: dict | None, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Predictive mean and standard deviation (eV/atom) of the stored Bayesian linear
-    posterior at candidate features, as ``BayesianLinearRegression.predict`` computes
-    them; ``None`` where the stored model cannot be applied to stored features alone
-    (CHGNet embeddings are standardised over the whole pool). For an ensemble this is
-    its reference model's posterior."""
-    if not model or model.get("mean") is None or model.get("covariance") is None:
-        return None
-    if (model.get("featurizer") or {}).get("kind") == "chgnet_embedding":
-        return None
-    X = np.atleast_2d(np.asarray(features, dtype=float))
-    offset = float(model.get("offset") or 0.0)
-    if model.get("fidelity_offsets"):
-        X = np.hstack([X, X])  # dear rows: shared weights plus the correction
-        offset += float(model["fidelity_offsets"][0])
-    w, cov = np.asarray(model["mean"]), np.asarray(model["covariance"])
-    if X.shape[1] != w.size:
-        return None
-    var = np.einsum("ij,jk,ik->i", X, cov, X, optimize=True) + 1.0 / float(model["beta"])
-    return X @ w + offset, np.sqrt(np.maximum(var, 0.0))
-
-
 @router.get("/api/dashboard/campaigns/{name}/candidates", tags=["dashboard"])
 def candidate_page(
     name: str,
@@ -257,8 +206,6 @@ def candidate_page(
         search=search,
         state=state,
         sort=sort,
-        model_head=lambda: _latest_model_head(stores, name),
-        posterior=posterior,
         check_page=check_page,
     )
     return _finite(
@@ -271,18 +218,6 @@ def candidate_page(
             "model_iteration": table.model_iteration,
             "rows": table.rows,
         }
-    )
-
-
-def _latest_model_head(stores: CampaignStores, name: str) -> dict | None:
-    """The latest model's posterior, without its out-of-fold predictions or domain."""
-    its = stores.models.query({"campaign": name}, ["iteration"])
-    if not its:
-        return None
-    it = max(d["iteration"] for d in its)
-    return stores.models.query_one(
-        {"campaign": name, "iteration": it},
-        ["iteration", "featurizer", "mean", "covariance", "offset", "beta", "fidelity_offsets"],
     )
 
 

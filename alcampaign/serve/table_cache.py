@@ -20,8 +20,9 @@ serves pages, search, state filter and sort from numpy arrays:
   ``acquisitions``) is ``acquired``/``requested``, any other keeps its mirrored state.
   The labels and the campaign document are small; they are read on every request and
   the overlay is recomputed when the labels or the questions change.
-* the latest surrogate's predicted energy and sigma for the whole campaign, from the
-  features block and the stored posterior, recomputed when a new model is stored.
+* the latest surrogate's predicted energy and sigma for the whole campaign
+  (:func:`alcampaign.campaign.predictions.predict_candidates`: the surrogate's own
+  ``from_dict(...).predict`` at the design rows), recomputed when a new model is stored.
 
 Entries are kept for the ``capacity`` most recently used campaigns (LRU). One lock per
 campaign serialises building, so concurrent requests of a served app build a table
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from alcampaign.campaign.predictions import latest_model, predict_candidates
 from alcampaign.store.facade import CampaignStores, answered_state, question_state
 
 SORT_KEYS = ("candidate_id", "formula", "n_sites", "state", "chgnet_energy")
@@ -49,8 +51,6 @@ SNAPSHOT_FIELDS = [
     "acquisition",
     "prescreen.energy_per_atom",
 ]
-# Row chunk of the vectorised posterior (bounds the temporary X @ Σ).
-PREDICT_ROWS = 20_000
 
 
 def _numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
@@ -227,8 +227,6 @@ class CandidateTableCache:
         search: str | None,
         state: str | None,
         sort: str,
-        model_head: Callable[[], dict | None],
-        posterior: Callable[[dict | None, np.ndarray], tuple[np.ndarray, np.ndarray] | None],
         check_page: Callable[[int], None],
     ) -> Page:
         """One page of rows.
@@ -239,10 +237,6 @@ class CandidateTableCache:
             The campaign document with ``name``, ``created_at``, ``updated_at``,
             ``enumeration``, ``prescreen``, ``acquisitions`` and
             ``config.oracle.fidelity``.
-        model_head
-            Reads the latest model's posterior (called when a new model exists).
-        posterior
-            Mean and sigma of that posterior at a feature matrix.
         check_page
             Called with the number of matching rows before the page is cut (raises
             for a page past the end).
@@ -284,8 +278,8 @@ class CandidateTableCache:
             if model_it is None:
                 entry.prediction, entry.model_key = None, None
             elif entry.model_key != model_it:
-                head = model_head()
-                entry.prediction = self._predict(stores, name, snap, head, posterior)
+                head = latest_model(stores, name)
+                entry.prediction = self._predict(stores, name, snap, head)
                 entry.model_key = model_it
                 entry.model_iteration = None if head is None else head["iteration"]
             pred = entry.prediction
@@ -314,24 +308,16 @@ class CandidateTableCache:
         return mask
 
     @staticmethod
-    def _predict(stores, name, snap, model, posterior):
+    def _predict(stores, name, snap, model):
         """Mean and sigma of every candidate (NaN where it has no features row)."""
-        if not _applies(model):
-            return None
-        ids, X, _ = _features(stores, name)
-        if X is None or not len(ids):
+        pred = None if model is None else predict_candidates(stores, name, model)
+        if pred is None:
             return None
         mean = np.full(len(snap.ids), np.nan)
         std = np.full(len(snap.ids), np.nan)
-        rows = np.array([snap.pos.get(cid, -1) for cid in ids])
+        rows = np.array([snap.pos.get(cid, -1) for cid in pred.ids], dtype=int)
         keep = rows >= 0
-        rows, X = rows[keep], X[keep]
-        for lo in range(0, len(rows), PREDICT_ROWS):
-            out = posterior(model, X[lo : lo + PREDICT_ROWS])
-            if out is None:
-                return None
-            mean[rows[lo : lo + PREDICT_ROWS]] = out[0]
-            std[rows[lo : lo + PREDICT_ROWS]] = out[1]
+        mean[rows[keep]], std[rows[keep]] = pred.mean[keep], pred.std[keep]
         return mean, std
 
     @staticmethod
@@ -424,30 +410,3 @@ def _overlay(snap: Snapshot, labels: list[dict], acquisitions: list[dict]) -> Ov
     codes = np.array([code.get(s, -1) for s in state], dtype=np.int64)
     order = np.lexsort((np.arange(len(codes)), codes))
     return Overlay(states, codes, acquisition, by_id, order)
-
-
-def _applies(model: dict | None) -> bool:
-    """Whether the stored posterior can be evaluated at stored features alone (the
-    features block is read only then)."""
-    return (
-        bool(model)
-        and model.get("mean") is not None
-        and model.get("covariance") is not None
-        and (model.get("featurizer") or {}).get("kind") != "chgnet_embedding"
-    )
-
-
-def _features(stores: CampaignStores, name: str):
-    """Ids and features of a campaign: the features block where one is stored (never
-    rebuilt here: the server does not write), else one projected candidates query."""
-    if stores.blocks is not None and stores.blocks.count({"campaign": name, "kind": "features"}):
-        ids, X, _ = stores.read_block(name, "features")
-        return ids, X, None
-    docs = [
-        d
-        for d in stores.candidates.query({"campaign": name}, ["candidate_id", "features"])
-        if d.get("features") is not None
-    ]
-    if not docs:
-        return [], None, None
-    return [d["candidate_id"] for d in docs], np.array([d["features"] for d in docs], float), None

@@ -35,6 +35,7 @@ from bson import Binary
 from monty.json import jsanitize
 
 from alcampaign.config import ConfigError, embedded_store_spec, read_store_spec, validate_store_spec
+from alcampaign.errors import CampaignNotFound
 
 CANDIDATE_STATES = ("pool", "acquired", "requested", "labelled", "failed")
 
@@ -199,6 +200,19 @@ class CampaignStores:
     def get_campaign(self, name: str) -> dict | None:
         """The campaign document, or ``None``."""
         return self.campaigns.query_one({"name": name})
+
+    def require_campaign(self, name: str, properties: Sequence[str] | None = None) -> dict:
+        """The campaign document (only ``properties``, if given).
+
+        Raises
+        ------
+        CampaignNotFound
+            No campaign of that name in this store.
+        """
+        doc = self.campaigns.query_one({"name": name}, properties=properties)
+        if doc is None:
+            raise CampaignNotFound(name)
+        return doc
 
     def list_campaigns(self) -> list[dict]:
         """Every campaign document, newest first, without the history."""
@@ -389,15 +403,15 @@ class CampaignStores:
         self, campaign: str, kind: str
     ) -> tuple[list[str], np.ndarray, list[str] | None]:
         field = BLOCK_FIELDS[kind]
-        docs = [d for d in self.candidate_table(campaign, [field]) if _dotted(d, field) is not None]
+        docs = [d for d in self.candidate_table(campaign, [field]) if dotted(d, field) is not None]
         ids = [d["candidate_id"] for d in docs]
         if kind == "composition":
             values, columns = _composition_matrix(docs)
         elif kind == "prescreen_energy":
-            values, columns = np.array([[_dotted(d, field)] for d in docs], dtype=float), None
+            values, columns = np.array([[dotted(d, field)] for d in docs], dtype=float), None
             values = values.reshape(len(docs), 1)
         else:
-            values, columns = np.array([_dotted(d, field) for d in docs], dtype=float), None
+            values, columns = np.array([dotted(d, field) for d in docs], dtype=float), None
         if ids:
             self.write_block(campaign, kind, ids, values, columns)
         return ids, values, columns
@@ -585,7 +599,8 @@ def _bulk_update(collection, ops: list[tuple[dict, dict]]) -> None:
             collection.update_one(f, u)
 
 
-def _dotted(doc: dict, path: str) -> Any:
+def dotted(doc: dict, path: str) -> Any:
+    """The value at a dotted path (``"prescreen.energy_per_atom"``), ``None`` if absent."""
     for part in path.split("."):
         if not isinstance(doc, dict) or part not in doc:
             return None

@@ -1,0 +1,129 @@
+"""Oracle throughput on one machine: threads, workers, and a competing program.
+
+A batch of CHGNet relaxations of Li0.5CoO2 orderings (the li05coo2_chgnet example's
+oracle: atomate2 ``ForceFieldRelaxMaker``) is run three ways, each on an idle machine
+and beside one competing CPU-bound process (a Python busy loop):
+
+* ``today``: the jobs one after another in this process with torch's default threads
+  (what ``run_locally`` did before the thread policy);
+* ``sequential``: one after another with one thread (the policy's default);
+* ``workers=N``: :func:`alcampaign.campaign.parallel.run_oracle_batch` with N worker
+  processes of one thread each.
+
+Each line is JSON: variant, competing, seconds, seconds per relaxation and the ratio to
+``today`` idle. Labels are compared across variants (same energies to 1e-6 eV/atom).
+
+    python benchmarks/local_throughput.py                 # 4 relaxations, ~5 minutes
+    python benchmarks/local_throughput.py --n 2 --steps 20  # the scaled-down variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _busy() -> None:  # the competing program
+    while True:
+        pass
+
+
+def _jobs(n: int, steps: int):
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    from alcampaign.structures.enumeration import enumerate_orderings, load_parent
+
+    parent = load_parent(ROOT / "examples" / "li05coo2_layered.cif")
+    found = [o for o in enumerate_orderings(parent, 4, 4)][:n]
+    maker = ForceFieldRelaxMaker(force_field_name="CHGNet", steps=steps, relax_cell=True)
+    return [maker.make(o.structure) for o in found]
+
+
+def _store():
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    store.connect()
+    return store
+
+
+def _energies(store, jobs) -> list[float]:
+    out = []
+    for j in jobs:
+        doc = store.query_one({"uuid": j.uuid}, load=True)
+        out.append(doc["output"]["output"]["energy"] / len(doc["output"]["structure"]["sites"]))
+    return out
+
+
+def run_variant(variant: str, n: int, steps: int, threads: int | None) -> tuple[float, list]:
+    """Seconds for the batch, and the energies per atom."""
+    import torch
+
+    from alcampaign.campaign.parallel import run_oracle_batch
+
+    jobs = _jobs(n, steps)
+    store = _store()
+    t0 = time.perf_counter()
+    if variant.startswith("workers="):
+        answers = [{"candidate_id": str(i), "cheap": False, "job_uuid": j.uuid}
+                   for i, j in enumerate(jobs)]
+        run_oracle_batch(jobs, answers, store, int(variant.split("=")[1]), 1)
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads or previous)
+        try:
+            for j in jobs:
+                j.run(store)
+        finally:
+            torch.set_num_threads(previous)
+    return time.perf_counter() - t0, _energies(store, jobs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=4, help="relaxations in the batch")
+    ap.add_argument("--steps", type=int, default=40, help="relaxation steps each")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    default_threads = torch.get_num_threads()
+    variants = [("today", default_threads), ("sequential", 1), (f"workers={args.workers}", 1)]
+    run_variant("sequential", 1, 2, 1)  # warm-up: imports, model load
+    base = None
+    reference = None
+    for competing in (False, True):
+        hog = None
+        if competing:
+            hog = mp.get_context("spawn").Process(target=_busy, daemon=True)
+            hog.start()
+        try:
+            for variant, threads in variants:
+                seconds, energies = run_variant(variant, args.n, args.steps, threads)
+                reference = reference or energies
+                same = max(abs(a - b) for a, b in zip(energies, reference, strict=True)) < 1e-6
+                base = base or seconds
+                print(json.dumps({
+                    "variant": variant,
+                    "threads_per_process": threads,
+                    "competing": competing,
+                    "n": args.n,
+                    "steps": args.steps,
+                    "seconds": round(seconds, 2),
+                    "seconds_per_relaxation": round(seconds / args.n, 2),
+                    "ratio_to_today_idle": round(seconds / base, 2),
+                    "same_energies": same,
+                }), flush=True)
+        finally:
+            if hog is not None:
+                hog.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Oracle batches in worker processes: same labels as the sequential run, safe resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from jobflow import run_locally
+
+from alcampaign.campaign.flows import campaign_flow, resume_flow
+from alcampaign.campaign.resources import WORKERS_ENV, resolve
+from alcampaign.config import ConfigError, ResourcesConfig, load_config
+from alcampaign.store.facade import CampaignStores
+from alcampaign.structures.enumeration import read_structure
+
+from conftest import small_config_dict
+
+TESTS = Path(__file__).parent
+
+
+def _labels(stores: CampaignStores, name: str) -> dict:
+    return {
+        (d["candidate_id"], d["fidelity"]): round(d["energy_per_atom"], 10)
+        for d in stores.labels.query({"campaign": name, "status": "success"})
+    }
+
+
+def _run(cfg, job_store, root, ensure_success=True, flow=None):
+    flow = flow or campaign_flow(cfg, read_structure(cfg.system.structure))
+    run_locally(flow, store=job_store, root_dir=root, log=False, ensure_success=ensure_success)
+    return CampaignStores.from_job_store(job_store)
+
+
+def test_resources_policy(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    r = resolve(ResourcesConfig())
+    assert (r.workers, r.threads_per_process) == (1, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    r = resolve(ResourcesConfig())
+    assert (r.workers, r.threads_per_process) == (3, 4)
+    assert "OMP_NUM_THREADS" in r.source and WORKERS_ENV in r.source
+    assert resolve(ResourcesConfig(threads_per_process=2), workers=5).threads_per_process == 2
+    monkeypatch.setenv(WORKERS_ENV, "zero")
+    with pytest.raises(ConfigError, match=WORKERS_ENV):
+        resolve(ResourcesConfig())
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_sequential_labels(write_config, memory_store, tmp_path, monkeypatch):
+    """Same seed, same questions, same answers; provenance (job documents) stored."""
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    overrides = {"acquisition": {"rule": "max_variance", "batch_size": 3},
+                 "stopping": {"max_oracle_calls": 7}}
+    seq_cfg = load_config(write_config(small_config_dict(name="seq", **overrides), "a.yaml"))
+    par_cfg = load_config(
+        write_config(small_config_dict(name="par", resources={"workers": 2}, **overrides), "b.yaml")
+    )
+    (tmp_path / "s").mkdir()
+    (tmp_path / "p").mkdir()
+    stores = _run(seq_cfg, memory_store, tmp_path / "s")
+    _run(par_cfg, memory_store, tmp_path / "p")
+    seq, par = _labels(stores, "seq"), _labels(stores, "par")
+    assert len(par) == 7 and par.keys() == seq.keys()
+    for key in seq:
+        assert par[key] == pytest.approx(seq[key], abs=1e-8)
+    batch_docs = list(memory_store.query({"name": {"$regex": "^oracle batch par"}}))
+    assert batch_docs, "the batch ran through worker processes"
+    for label in stores.labels.query({"campaign": "par"}):
+        doc = memory_store.query_one({"uuid": label["job_uuid"]})
+        assert doc["metadata"]["candidate_id"] == label["candidate_id"]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_batch_then_resume(write_config, alc_home, tmp_path, monkeypatch):
+    """A worker SIGKILLed mid-batch fails the run; resume asks only what is missing."""
+    from alcampaign.store.facade import open_stores
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    # The spawned workers import the test Maker by path.
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("ALCAMPAIGN_TEST_KILL_FLAG", str(tmp_path / "killed"))
+    cfg_dict = small_config_dict(
+        name="killed",
+        resources={"workers": 2},
+        acquisition={"rule": "max_variance", "batch_size": 2},
+        stopping={"max_oracle_calls": 6},
+    )
+    cfg_dict["oracle"]["maker"] = "oracles.KillOnceEmtRelaxMaker"
+    cfg = load_config(write_config(cfg_dict))
+    job_store, stores = open_stores(None)
+    _run(cfg, job_store, tmp_path, ensure_success=False)
+    assert (tmp_path / "killed").exists()
+    doc = stores.get_campaign("killed")
+    assert doc["state"] == "running"  # the batch job failed; the campaign did not stop
+    before = _labels(stores, "killed")
+    _run(cfg, job_store, tmp_path, flow=resume_flow("killed"))
+    doc = stores.get_campaign("killed")
+    labels = list(stores.labels.query({"campaign": "killed"}))
+    ids = [(d["candidate_id"], d["fidelity"]) for d in labels]
+    assert doc["state"] == "stopped"
+    assert len(ids) == len(set(ids)) == doc["n_oracle_calls"] == 6
+    assert set(before) <= set(_labels(stores, "killed"))
