@@ -32,6 +32,7 @@ import time
 import numpy as np
 import pools
 
+from alcampaign.campaign.controller import learning_settings
 from alcampaign.config import CampaignConfig
 from alcampaign.science.learning import (
     TrainingData,
@@ -74,12 +75,13 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
     With ``stopping`` false the hulls are sampled only where the rule needs them and
     the stopping criterion is not followed (faster for rules that do not sample)."""
     config = config_for(rule, seed, batch, n_initial, n_samples)
+    settings = learning_settings(config)  # what the controller's decide() gets
     emt, x = pool["emt"], pool["x"]
     comps = np.column_stack([1 - x, x])
     truth = set(pool["ground_states"].tolist())
     n = len(emt)
     rng = np.random.default_rng(seed)
-    asked, _ = initial_design(config, n, np.random.default_rng(seed), comps, pool["chgnet"])
+    asked, _ = initial_design(n_initial, n, np.random.default_rng(seed), comps, pool["chgnet"])
     out = {"pair": pool["pair"], "rule": rule, "seed": seed, "batch": batch,
            "calls_all": None, "stop_calls": None, "stop_missing": None, "stopping": stopping}
     min_labels = config.stopping.min_labels
@@ -88,14 +90,14 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
         if out["calls_all"] is None and truth <= set(asked):
             out["calls_all"] = calls
         data = TrainingData(X, np.array(asked), emt[asked])
-        fitted, _ = fit_and_validate(config, data, rng, validate=False)
+        fitted, _ = fit_and_validate(settings, data, rng, validate=False)
         labels = np.full(n, np.nan)
         labels[asked] = emt[asked]
         available = np.isnan(labels)
         members = np.arange(n)
         est = None
         if rule == "ground_state" or (stopping and out["stop_calls"] is None):
-            est = ground_states(config, fitted, X, labels, comps, members, rng)
+            est = ground_states(settings, fitted, X, labels, comps, members, rng)
         if est is not None and out["stop_calls"] is None and calls >= min_labels \
                 and est.expected_missing < missing:
             out["stop_calls"] = calls
@@ -106,7 +108,7 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
             break
         k = min(batch, budget - calls)
         _, requests = select(
-            config, fitted, X, available, np.zeros(n, dtype=bool), k, rng, comps,
+            settings, fitted, X, available, np.zeros(n, dtype=bool), k, rng, comps,
             labels=labels, hull=None if est is None else (members, est),
         )
         asked += [r.index for r in requests]

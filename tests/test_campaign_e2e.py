@@ -288,7 +288,7 @@ def test_ground_state_campaign_records_hulls(memory_store, write_config, tmp_pat
     assert crit["value"] == missing and crit["threshold"] == 0.1
     if "ground states found" in doc["stop_reason"]:
         assert missing < 0.1
-    from alcampaign.campaign.jobs import read_ground_states
+    from alcampaign.campaign.query import read_ground_states
 
     table = read_ground_states(stores, name)  # what `alcampaign query` shows
     assert set(table) == set(ids)

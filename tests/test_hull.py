@@ -245,18 +245,14 @@ def test_end_members_binary_and_ternary():
 
 
 def test_initial_design_starts_with_end_members():
-    config = CampaignConfig.model_validate(
-        {"name": "t", "system": {"structure": "x.cif"}, "initial_design": {"n_initial": 4}}
-    )
     x = np.linspace(0, 1, 9)
     comps = np.column_stack([1 - x, x])
-    chosen, n_end = initial_design(config, 9, np.random.default_rng(0), comps)
+    chosen, n_end = initial_design(4, 9, np.random.default_rng(0), comps)
     assert chosen[:2] == [0, 8] and n_end == 2 and len(set(chosen)) == 4
-    off = config.model_copy(
-        update={"initial_design": config.initial_design.model_copy(update={"end_members": False})}
-    )
-    chosen, n_end = initial_design(off, 9, np.random.default_rng(0), comps)
+    chosen, n_end = initial_design(4, 9, np.random.default_rng(0), comps, end_members=False)
     assert n_end == 0 and len(set(chosen)) == 4
+    config = CampaignConfig.model_validate({"name": "t", "system": {"structure": "x.cif"}})
+    assert config.initial_design.end_members  # on by default
 
 
 def test_missing_ground_states_criterion():
