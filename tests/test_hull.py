@@ -278,3 +278,13 @@ def test_expected_missing_is_sum_over_unlabelled():
     )
     assert est.expected_missing == pytest.approx(est.p_on_hull[2:].sum())
     assert est.missing_std_error > 0
+
+
+def test_replayed_samples_equal_stored_samples():
+    pool = _duplicate_pool(1e-4)
+    args = (pool.prediction.mean, pool.X, pool.covariance, pool.compositions, pool.labels, 300)
+    a = estimate_ground_states(*args, np.random.default_rng(11), 1e-4)
+    b = estimate_ground_states(*args, np.random.default_rng(11), 1e-4, max_stored=0)
+    assert np.array_equal(a.contenders, b.contenders)
+    assert np.array_equal(a.contender_samples, b.contender_samples)
+    assert np.array_equal(a.p_on_hull, b.p_on_hull)

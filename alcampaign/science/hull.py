@@ -398,6 +398,7 @@ def estimate_ground_states(
     noise_var: float = 0.0,
     chunk: int = 64,
     prune_sigmas: float = 6.0,
+    max_stored: int = 150_000_000,
 ) -> GroundStateEstimate:
     """Sample hulls from the posterior of a linear surrogate.
 
@@ -435,6 +436,9 @@ def estimate_ground_states(
         Samples per block.
     prune_sigmas
         Pruning threshold (``inf``: sample every candidate).
+    max_stored
+        Keep all samples (4 bytes each) up to this many; beyond, only the
+        contenders' samples are kept, drawn again from the same random streams.
 
     Returns
     -------
@@ -482,20 +486,28 @@ def estimate_ground_states(
         return E
 
     states = []
+    # Keep every sample when it fits (single precision), else draw the contenders'
+    # samples again from the same random streams afterwards.
+    keep_all = n_samples * keep.size <= max_stored
+    stored = np.empty((n_samples, keep.size), dtype=np.float32) if keep_all else None
     for start in range(0, n_samples, chunk):
         states.append(rng.bit_generator.state)
-        count_hull_vertices(draw(rng, min(chunk, n_samples - start), None), groups, counts,
-                            priority)
-    # The contenders' samples again, from the same random streams (so no (S, N) matrix
-    # is ever held): labelled candidates and those on a sampled hull at least once.
+        E = draw(rng, min(chunk, n_samples - start), None)
+        count_hull_vertices(E, groups, counts, priority)
+        if keep_all:
+            stored[start : start + E.shape[0]] = E
+    # Contenders: labelled candidates and those on a sampled hull at least once.
     cont = np.flatnonzero(kl | (counts.on_hull > 0))
-    end_state = rng.bit_generator.state
-    blocks = []
-    for i, start in enumerate(range(0, n_samples, chunk)):
-        rng.bit_generator.state = states[i]
-        blocks.append(draw(rng, min(chunk, n_samples - start), cont))
-    rng.bit_generator.state = end_state
-    samples = np.vstack(blocks) if blocks else np.zeros((0, cont.size), dtype=np.float32)
+    if keep_all:
+        samples = stored[:, cont]
+    else:
+        end_state = rng.bit_generator.state
+        blocks = []
+        for i, start in enumerate(range(0, n_samples, chunk)):
+            rng.bit_generator.state = states[i]
+            blocks.append(draw(rng, min(chunk, n_samples - start), cont))
+        rng.bit_generator.state = end_state
+        samples = np.vstack(blocks) if blocks else np.zeros((0, cont.size), np.float32)
     s = max(counts.n_samples, 1)
     p = np.zeros(n)
     p[keep] = counts.on_hull / s
