@@ -237,7 +237,7 @@ def status_table(rec: dict, waiting: str | None = None, live: bool = False) -> T
             if lo is not None and hi is not None:
                 text += f", {level:.0%} interval [{lo:.4g}, {hi:.4g}]"
         table.add_row(
-            label,
+            "missing ground states" if k == "missing_ground_states" else label,
             text,
             "" if c is None else f"{c['threshold']:.4g}",
             "" if c is None else ("yes" if c["met"] else "no"),
@@ -685,6 +685,8 @@ def _query_table(name: str, rows: list[dict], total: int, model_iteration: int |
         "chgnet_energy_per_atom": "chgnet",
         "predicted_energy_per_atom": "predicted",
         "predicted_std": "std",
+        "p_ground_state": "P(hull)",
+        "hull_distance": "E_hull",
     }
     for col in COLUMNS:
         table.add_column(headers.get(col, col))

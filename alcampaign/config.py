@@ -342,10 +342,17 @@ class AcquisitionConfig(_Strict):
         "d_optimal",
         "cost_aware",
         "lower_confidence_bound",
+        "ground_state",
         "random",
     ] = "max_variance"
     batch_size: int = Field(5, ge=1, description="Oracle calls per iteration.")
     kappa: float = Field(2.0, ge=0, description="lower_confidence_bound: mu - kappa sigma.")
+    n_samples: int = Field(
+        1000,
+        ge=10,
+        description="Joint posterior samples of the convex hull (ground_state rule, "
+        "p_ground_state, stopping.missing_ground_states).",
+    )
     coverage_radius: float | None = Field(
         None,
         gt=0,
@@ -376,6 +383,11 @@ class InitialDesignConfig(_Strict):
 
     n_initial: int = Field(8, ge=1, description="Candidates labelled before the first fit.")
     method: Literal["random"] = "random"
+    end_members: bool = Field(
+        True,
+        description="Label one candidate at each corner of the composition space (the "
+        "pure elements or end compounds) first: every hull needs them.",
+    )
 
 
 class StoppingConfig(_Strict):
@@ -441,6 +453,12 @@ class StoppingConfig(_Strict):
     plateau_tolerance: float = Field(0.05, ge=0, description="Relative RMSE improvement.")
     cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation.")
     min_labels: int = Field(10, ge=3, description="Accuracy targets count from this many labels.")
+    missing_ground_states: float | None = Field(
+        None,
+        gt=0,
+        description="Stop when the expected number of convex-hull ground states not yet "
+        "labelled (from the sampled hulls) is below this, from min_labels oracle calls on.",
+    )
     max_failure_fraction: float = Field(
         0.5,
         ge=0,
@@ -764,6 +782,9 @@ def stopping_thresholds(config: CampaignConfig):
 
     return StoppingThresholds(
         **config.stopping.model_dump(
-            exclude={"cv_folds", "accuracy_estimate", "accuracy_level", "audit_size"}
+            exclude={
+                "cv_folds", "accuracy_estimate", "accuracy_level", "audit_size",
+                "missing_ground_states",
+            }
         )
     )

@@ -87,7 +87,11 @@ def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
     labelled = [c for c in cands if c["state"] == "labelled"]
     assert len(labelled) == cfg.stopping.max_oracle_calls
     assert all(c["acquisition"] is not None for c in labelled)
-    assert {c["acquisition"]["rule"] for c in labelled} == {"initial_random", "max_variance"}
+    assert {c["acquisition"]["rule"] for c in labelled} == {
+        "initial_end_member",
+        "initial_random",
+        "max_variance",
+    }
 
     # labels: one per candidate, equal to EMT energies computed directly with ASE.
     labels = stores.get_labels(name, "emt")
@@ -256,3 +260,46 @@ def test_every_rule_runs_a_campaign(overrides, memory_store, write_config, tmp_p
         )
     if "plateau_window" in cfg.stopping.model_fields_set:
         assert "plateau" in doc["stop_reason"]
+
+
+def test_ground_state_campaign_records_hulls(memory_store, write_config, tmp_path):
+    """The ground_state rule with the missing_ground_states criterion: end members in the
+    initial design, P(on hull) and hull distances stored each iteration, the expected
+    number of missing ground states in the metrics and among the criteria."""
+    from alcampaign.campaign.status import status_record
+
+    cfg, stores = _campaign(
+        write_config,
+        memory_store,
+        tmp_path,
+        acquisition={"rule": "ground_state", "batch_size": 2, "n_samples": 200},
+        stopping={"max_oracle_calls": 10, "rmse_target": None, "min_labels": 5,
+                  "missing_ground_states": 0.1},
+    )
+    name = cfg.name
+    doc = stores.get_campaign(name)
+    assert doc["state"] == "stopped", doc["stop_reason"]
+    assert {h["rule"] for h in doc["history"][:-1]} == {"ground_state"}
+    cands = stores.candidate_table(name, ["acquisition", "composition", "state"])
+    ends = [c for c in cands if (c["acquisition"] or {}).get("rule") == "initial_end_member"]
+    assert sorted(tuple(sorted(c["composition"])) for c in ends) == [("Au",), ("Cu",)]
+    ids, values, columns = stores.read_block(name, "ground_states")
+    assert columns == ["hull_distance", "p_ground_state"] or columns == [
+        "p_ground_state", "hull_distance"
+    ]
+    p = values[:, columns.index("p_ground_state")]
+    assert len(ids) == len(cands) and np.all((p >= 0) & (p <= 1))
+    labelled = {c["candidate_id"] for c in cands if c["state"] == "labelled"}
+    unlabelled_p = sum(pi for cid, pi in zip(ids, p, strict=True) if cid not in labelled)
+    missing = doc["metrics"]["missing_ground_states"]
+    assert missing == pytest.approx(unlabelled_p)
+    assert status_record(doc)["metrics"]["missing_ground_states"] == missing
+    crit = {c["name"]: c for c in doc["criteria"]}["missing_ground_states"]
+    assert crit["value"] == missing and crit["threshold"] == 0.1
+    if "ground states found" in doc["stop_reason"]:
+        assert missing < 0.1
+    from alcampaign.campaign.query import read_ground_states
+
+    table = read_ground_states(stores, name)  # what `alcampaign query` shows
+    assert set(table) == set(ids)
+    assert sum(v[0] for cid, v in table.items() if cid not in labelled) == pytest.approx(missing)

@@ -110,7 +110,11 @@ def _check_campaign(stores: CampaignStores, cfg) -> dict:
     labelled = [c for c in cands if c["state"] == "labelled"]
     assert {c["candidate_id"] for c in labelled} == {lab["candidate_id"] for lab in labels}
     # Candidates chosen by the controller's additions were labelled too.
-    assert {c["acquisition"]["rule"] for c in labelled} == {"initial_random", "max_variance"}
+    assert {c["acquisition"]["rule"] for c in labelled} == {
+        "initial_end_member",
+        "initial_random",
+        "max_variance",
+    }
     assert stores.latest_model(cfg.name)["iteration"] == doc["iteration"]
     return doc
 

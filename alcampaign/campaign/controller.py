@@ -71,6 +71,9 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         accuracy_level=config.stopping.accuracy_level,
         dear_cost=config.oracle.cost,
         cheap_cost=config.oracle.cheap.cost if config.oracle.cheap else None,
+        n_samples=config.acquisition.n_samples,
+        missing_ground_states=config.stopping.missing_ground_states,
+        min_labels=config.stopping.min_labels,
     )
 
 
@@ -169,7 +172,10 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
         if cid in row:
             taken[int(cheap), row[cid]] = True
     compositions = None
-    if config.acquisition.rule == "lower_confidence_bound":
+    if (
+        config.acquisition.rule in ("lower_confidence_bound", "ground_state")
+        or config.stopping.missing_ground_states is not None
+    ):
         amounts = _design_block(stores, name, "composition", ids)
         compositions = amounts / amounts.sum(axis=1, keepdims=True)
     history = doc.get("history") or []
@@ -306,6 +312,25 @@ def build_documents(name: str, read: StepRead, step: learning.Decision) -> StepD
 # -- 4. write --------------------------------------------------------------------------
 
 
+def write_hulls(stores: CampaignStores, name: str, read: StepRead, step) -> None:
+    """P(on hull) and the mean hull distance of every candidate, as one block.
+
+    Columns ``p_ground_state`` and ``hull_distance`` (eV/atom), ``nan`` for candidates
+    outside the hulls (failed ones); ``alcampaign query`` shows it
+    (:func:`alcampaign.campaign.query.read_ground_states`).
+    """
+    if step.hull is None:
+        return
+    members, estimate = step.hull
+    values = np.full((len(read.ids), 2), np.nan)
+    values[members, 0] = estimate.p_on_hull
+    values[members, 1] = estimate.hull_distance
+    stores.delete_block(name, "ground_states")
+    stores.write_block(
+        name, "ground_states", read.ids, values, ["p_ground_state", "hull_distance"]
+    )
+
+
 def write_documents(stores: CampaignStores, name: str, docs: StepDocuments) -> None:
     """Store the model, then the decision and its questions in one update."""
     if docs.model is not None:
@@ -335,6 +360,7 @@ def controller_step(stores: CampaignStores, name: str, iteration: int) -> dict:
             stores.update_campaign(name, {"state": "waiting"})
         return read
     step = learning.decide(learning_settings(read.config), read.inputs)
+    write_hulls(stores, name, read, step)
     write_documents(stores, name, build_documents(name, read, step))
     rmse = step.metrics["rmse"]
     logger.info(

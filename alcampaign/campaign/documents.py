@@ -241,7 +241,10 @@ class AcquisitionEntry(StoredDocument):
     cheap: bool = Field(False, description="Asked at the cheap fidelity.")
     external: bool = Field(False, description="Asked an oracle outside the workflow.")
     iteration: int = Field(description="Iteration whose labels it becomes.")
-    rule: str = Field(description="Acquisition rule (initial_random for the first design).")
+    rule: str = Field(
+        description="Acquisition rule (initial_end_member or initial_random for the first "
+        "design)."
+    )
     score: float = Field(description="The rule's score of the candidate.")
     time: str = Field(description="When it was asked.")
 

@@ -57,6 +57,7 @@ from alcampaign.campaign.oracle import (  # noqa: F401  (check_oracle_elements: 
 )
 from alcampaign.campaign.resources import resolve as resolve_resources
 from alcampaign.config import CampaignConfig
+from alcampaign.science import learning
 from alcampaign.science.features import ClusterVectorFeaturizer
 from alcampaign.science.validation import AUDIT_RULE, audit_sample
 from alcampaign.store.facade import CampaignStores, now
@@ -217,8 +218,20 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
         return Response(addition=_launch_job(name, 0))
     ids = stores.read_block(name, "features")[0]
     rng = np.random.default_rng(config.seed)
-    n = min(config.initial_design.n_initial, len(ids))
-    picked = rng.choice(len(ids), size=n, replace=False)
+    comps, cheap = None, None
+    got, amounts, _ = stores.read_block(name, "composition")
+    if got == ids:
+        comps = np.asarray(amounts, dtype=float)
+        comps = comps / comps.sum(axis=1, keepdims=True)
+    if config.prescreen.enabled:
+        got, energies, _ = stores.read_block(name, "prescreen_energy")
+        if got == ids:
+            cheap = np.asarray(energies, dtype=float)[:, 0]
+    picked, n_end = learning.initial_design(
+        config.initial_design.n_initial, len(ids), rng, comps, cheap,
+        config.initial_design.end_members,
+    )
+    n = len(picked)
     # The audit sample: random too, never trained on, never offered to a rule.
     audit = audit_sample(len(ids), config.stopping.audit_size, config.seed, picked)
     stores.record_acquisitions(
@@ -233,11 +246,17 @@ def initial_design(name: str, after: Any = None) -> Response | dict:
                 score=0.0,
                 time=now(),
             ).to_store()
-            for rule, chosen in (("initial_random", picked), (AUDIT_RULE, audit))
-            for i in chosen
+            for rule, i in [
+                *(("initial_end_member" if k < n_end else "initial_random", i)
+                  for k, i in enumerate(picked)),
+                *((AUDIT_RULE, i) for i in audit),
+            ]
         ],
     )
-    logger.info("initial design: %d random candidates, %d audit", n, audit.size)
+    logger.info(
+        "initial design: %d end members, %d random candidates, %d audit",
+        n_end, n - n_end, audit.size,
+    )
     return Response(addition=_launch_job(name, 0))
 
 

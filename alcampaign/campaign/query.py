@@ -7,7 +7,11 @@ Each row keeps every energy in its own column, never one standing in for another
 * ``chgnet_energy_per_atom``: the CHGNet prescreen;
 * ``predicted_energy_per_atom``, ``predicted_std``: the latest model's prediction of
   the oracle and its standard deviation (epistemic and aleatoric), from the surrogate's
-  own ``from_dict(...).predict`` (:mod:`alcampaign.campaign.predictions`).
+  own ``from_dict(...).predict`` (:mod:`alcampaign.campaign.predictions`);
+* ``p_ground_state``, ``hull_distance``: the probability that the candidate is a
+  convex-hull ground state and its posterior mean distance above the hull (eV/atom),
+  from the latest decision's sampled hulls (campaigns with ``acquisition.rule:
+  ground_state`` or ``stopping.missing_ground_states``).
 
 :func:`candidate_row` is the one place where a row's fields are assembled.
 """
@@ -15,6 +19,8 @@ Each row keeps every energy in its own column, never one standing in for another
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from alcampaign.campaign.predictions import predict_candidates
 from alcampaign.config import ConfigError
@@ -36,6 +42,8 @@ COLUMNS = (
     "chgnet_energy_per_atom",
     "predicted_energy_per_atom",
     "predicted_std",
+    "p_ground_state",
+    "hull_distance",
 )
 FORMATS = ("table", "json", "csv")
 
@@ -107,13 +115,31 @@ class QueryResult:
     model_iteration: int | None
 
 
+def read_ground_states(stores: CampaignStores, name: str) -> dict[str, tuple]:
+    """The latest ``(p_ground_state, hull_distance)`` of every candidate, from the block
+    the controller writes each iteration (empty when the campaign samples no hulls)."""
+    if not stores.block_ids(name, "ground_states"):
+        return {}
+    ids, values, columns = stores.read_block(name, "ground_states")
+    p, d = columns.index("p_ground_state"), columns.index("hull_distance")
+    return {
+        cid: (None if np.isnan(v[p]) else float(v[p]), None if np.isnan(v[d]) else float(v[d]))
+        for cid, v in zip(ids, values, strict=True)
+    }
+
+
 def candidate_row(
-    candidate: dict, label: dict | None, prediction: tuple[float, float] | None
+    candidate: dict,
+    label: dict | None,
+    prediction: tuple[float, float] | None,
+    hull: tuple | None = None,
 ) -> dict:
     """One query row (the :data:`COLUMNS`) of a candidate document (``formula``,
     ``n_sites``, ``state``, ``acquisition``, ``prescreen.energy_per_atom``), its label
-    at the campaign's fidelity and the model's ``(mean, std)`` there."""
+    at the campaign's fidelity, the model's ``(mean, std)`` there and the sampled
+    hulls' ``(p_ground_state, hull_distance)``."""
     mean, std = prediction if prediction is not None else (None, None)
+    p_ground_state, hull_distance = hull if hull is not None else (None, None)
     return {
         "candidate_id": candidate["candidate_id"],
         "formula": candidate.get("formula"),
@@ -124,6 +150,8 @@ def candidate_row(
         "chgnet_energy_per_atom": (candidate.get("prescreen") or {}).get("energy_per_atom"),
         "predicted_energy_per_atom": mean,
         "predicted_std": std,
+        "p_ground_state": p_ground_state,
+        "hull_distance": hull_distance,
     }
 
 
@@ -151,8 +179,15 @@ def query_candidates(stores: CampaignStores, name: str, filters: QueryFilter) ->
     }
     predicted = predict_candidates(stores, name)
     by_id = predicted.by_id() if predicted is not None else {}
+    hulls = read_ground_states(stores, name)
     rows = [
-        candidate_row(c, labels.get(c["candidate_id"]), by_id.get(c["candidate_id"])) for c in cands
+        candidate_row(
+            c,
+            labels.get(c["candidate_id"]),
+            by_id.get(c["candidate_id"]),
+            hulls.get(c["candidate_id"]),
+        )
+        for c in cands
     ]
     rows = [r for r in rows if filters.keeps(r)]
     column = ENERGY_COLUMNS[filters.energy]

@@ -46,7 +46,7 @@ def status_record(doc: dict) -> dict:
         "n_oracle_calls": doc.get("n_oracle_calls", 0),
         "cost_spent": doc.get("cost_spent"),
         "stop_reason": doc.get("stop_reason"),
-        "metrics": {k: metrics.get(k) for k in METRIC_NAMES},
+        "metrics": {k: metrics.get(k) for k in (*METRIC_NAMES, "missing_ground_states")},
         # Which pool-wide estimate rmse/mae are, with its interval and level.
         "accuracy": metrics.get("accuracy"),
         "criteria": doc.get("criteria") or [],

@@ -18,6 +18,9 @@ costs. Rules are chosen in the campaign config by name (:data:`RULES`).
   pairs of a multi-fidelity linear model (see :func:`multi_fidelity_rows`).
 * ``lower_confidence_bound``: ground-state search; smallest ``mu - kappa s_e``
   measured as a distance to the convex hull of the predicted energies.
+* ``ground_state``: ground-state search from joint posterior samples of the convex
+  hull (:mod:`alcampaign.science.hull`): the candidate most often on the sampled hulls
+  first, then each further batch member after believing the earlier picks' labels.
 * ``random``: the baseline.
 """
 
@@ -29,6 +32,7 @@ from typing import Protocol
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
+from alcampaign.science.hull import GroundStateEstimate, believer_batch, estimate_ground_states
 from alcampaign.science.surrogate import Prediction
 
 
@@ -73,6 +77,14 @@ class Pool:
         covariance), ``available`` masks the candidates that may be asked at it.
     joint_covariance
         Multi-fidelity rules: the posterior covariance of the joint weights ``(D, D)``.
+    labels
+        ``ground_state``: labelled energies per atom, ``nan`` where unlabelled (the pool
+        then holds labelled candidates too: every hull needs them).
+    selectable
+        ``ground_state``: which candidates may be asked (default: the unlabelled ones).
+    ground_states
+        ``ground_state``: a hull estimate made already for these candidates (the
+        controller's, also used by the stopping rule), else the rule samples one.
     """
 
     prediction: Prediction
@@ -82,6 +94,9 @@ class Pool:
     compositions: np.ndarray | None = None
     fidelity_rows: dict = field(default_factory=dict)
     joint_covariance: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    selectable: np.ndarray | None = None
+    ground_states: GroundStateEstimate | None = None
 
     @property
     def size(self) -> int:
@@ -330,6 +345,62 @@ class LowerConfidenceBound:
 
 
 @dataclass
+class GroundState:
+    """Ground-state search from sampled convex hulls (convex-hull-aware active learning).
+
+    Joint samples of every candidate's energy (labelled ones at their labels) give
+    sampled lower hulls (:func:`~alcampaign.science.hull.estimate_ground_states`); the
+    score of a candidate is the fraction of samples in which it is a hull vertex, its
+    probability of being a ground state (Novick et al., Materials Horizons 2024). The
+    expected number of ground states a batch labels is the sum of these, and the
+    first pick maximises it. A batch is diverse by construction: each further member
+    is chosen after the earlier picks' labels are believed (kriging believer, samples
+    conditioned by Matheron's rule, :func:`~alcampaign.science.hull.believer_batch`), so
+    a near-copy of a pick, on the hull only where the pick is not, is not picked too.
+
+    Parameters
+    ----------
+    n_samples
+        Joint posterior samples.
+    """
+
+    n_samples: int = 1000
+    name: str = "ground_state"
+
+    def select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
+        """``k`` picks of the most probable unlabelled ground states, diverse."""
+        if pool.compositions is None or pool.X is None or pool.covariance is None:
+            raise ValueError(
+                "ground_state needs the candidates' compositions, features and the "
+                "posterior covariance"
+            )
+        labels = np.full(pool.size, np.nan) if pool.labels is None else pool.labels
+        selectable = np.isnan(labels) if pool.selectable is None else pool.selectable
+        noise = (
+            pool.noise_var
+            if pool.noise_var is not None
+            else float(np.mean(pool.prediction.aleatoric_var))
+        )
+        est = pool.ground_states
+        if est is None:
+            est = estimate_ground_states(
+                pool.prediction.mean, pool.X, pool.covariance, pool.compositions, labels,
+                self.n_samples, rng, noise,
+            )
+        idx, scores = believer_batch(
+            est, pool.X, pool.covariance, noise, pool.prediction.mean, pool.compositions,
+            selectable, k,
+        )
+        if idx.size < min(k, int(selectable.sum())):
+            # Fewer contenders than picks: the rest by the smallest mean hull distance.
+            rest = np.flatnonzero(selectable & ~np.isin(np.arange(pool.size), idx))
+            extra = rest[np.argsort(est.hull_distance[rest], kind="stable")][: k - idx.size]
+            idx = np.r_[idx, extra]
+            scores = np.r_[scores, est.p_on_hull[extra]]
+        return Selection(idx.astype(int), scores)
+
+
+@dataclass
 class RandomChoice:
     """Choose uniformly at random: the baseline every other rule must beat."""
 
@@ -346,6 +417,7 @@ RULES: dict[str, type] = {
     "d_optimal": DOptimal,
     "cost_aware": CostAware,
     "lower_confidence_bound": LowerConfidenceBound,
+    "ground_state": GroundState,
     "random": RandomChoice,
 }
 

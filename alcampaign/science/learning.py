@@ -29,12 +29,18 @@ from alcampaign.science.acquisition import (
 from alcampaign.science.bce import BayesianClusterExpansion
 from alcampaign.science.calibration import VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
+from alcampaign.science.hull import (
+    GroundStateEstimate,
+    end_member_indices,
+    estimate_ground_states,
+)
 from alcampaign.science.priors import ColumnInfo
 from alcampaign.science.stopping import (
     METRIC_NAMES,
     StoppingThresholds,
     cross_validate,
     judge,
+    judge_missing_ground_states,
     validation_metrics,
 )
 from alcampaign.science.stopping import Decision as Verdict
@@ -78,6 +84,14 @@ class LearningSettings:
     dear_cost, cheap_cost
         Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
         single-fidelity campaign.
+    n_samples
+        Joint posterior samples of the convex hull (``ground_state``).
+    missing_ground_states
+        Stop when the expected number of unlabelled hull ground states is below this
+        (``None``: off); hulls are sampled when this is set or the rule is
+        ``ground_state``.
+    min_labels
+        The missing-ground-states criterion counts from this many oracle calls.
     """
 
     thresholds: StoppingThresholds
@@ -102,6 +116,9 @@ class LearningSettings:
     accuracy_level: float = 0.9
     dear_cost: float = 1.0
     cheap_cost: float | None = None
+    n_samples: int = 1000
+    missing_ground_states: float | None = None
+    min_labels: int = 0
 
     @property
     def classic(self) -> bool:
@@ -117,6 +134,40 @@ class LearningSettings:
     def multi_fidelity(self) -> bool:
         """Whether a cheap fidelity exists."""
         return self.cheap_cost is not None
+
+    @property
+    def samples_hulls(self) -> bool:
+        """Whether a step samples convex hulls (ground-state search or its stopping)."""
+        return self.rule == "ground_state" or self.missing_ground_states is not None
+
+
+def initial_design(
+    n_initial: int,
+    n_candidates: int,
+    rng: np.random.Generator,
+    compositions: np.ndarray | None = None,
+    cheap_energies: np.ndarray | None = None,
+    end_members: bool = True,
+) -> tuple[list[int], int]:
+    """The first questions: the end members (when asked for), then random candidates.
+
+    ``n_initial`` in all; with ``end_members`` and compositions known, one candidate at
+    each corner of the composition space comes first (the lowest ``cheap_energies``
+    among several, e.g. the CHGNet prescreen): every hull needs them.
+
+    Returns
+    -------
+    indices, n_end_members
+        The chosen candidates, the end members first, and how many end members.
+    """
+    n = min(n_initial, n_candidates)
+    chosen: list[int] = []
+    if end_members and compositions is not None:
+        chosen = end_member_indices(compositions, cheap_energies).tolist()[:n]
+    n_end = len(chosen)
+    rest = np.setdiff1d(np.arange(n_candidates), chosen)
+    chosen += rng.choice(rest, size=n - n_end, replace=False).tolist()
+    return [int(i) for i in chosen], n_end
 
 
 def design_features(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -371,6 +422,43 @@ def diversity(settings: LearningSettings, X: np.ndarray, train: np.ndarray) -> d
     return coverage_metrics(X, X[train], radius=settings.coverage_radius)
 
 
+def ground_states(
+    settings: LearningSettings,
+    fitted: FittedModel,
+    X: np.ndarray,
+    labels: np.ndarray,
+    compositions: np.ndarray,
+    members: np.ndarray,
+    rng: np.random.Generator,
+) -> GroundStateEstimate:
+    """Sampled hulls over the candidates ``members`` (labelled ones at their labels).
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` dear labels, ``nan`` where unlabelled.
+    members
+        Indices of the candidates that enter the hulls (labelled or still askable:
+        failed ones can never be labelled, so they are left out).
+
+    Returns
+    -------
+    GroundStateEstimate
+        Over ``members``, in their order.
+    """
+    Xm = X[members]
+    return estimate_ground_states(
+        fitted.predict(Xm).mean,
+        fitted.rows(Xm),
+        fitted.model.covariance_,
+        compositions[members],
+        labels[members],
+        settings.n_samples,
+        rng,
+        fitted.model.noise_variance(),
+    )
+
+
 @dataclass
 class Request:
     """One question for an oracle: a candidate row, its fidelity, its score."""
@@ -389,10 +477,14 @@ def select(
     k: int,
     rng: np.random.Generator,
     compositions: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    hull: tuple[np.ndarray, GroundStateEstimate] | None = None,
 ) -> tuple[str, list[Request]]:
     """Choose the next questions with the rule of the settings.
 
     Without a fitted model (no successful label yet) the choice is random.
+    ``ground_state`` also needs ``labels`` (``(N,)``, ``nan`` where unlabelled) and may
+    reuse ``hull``: (members, estimate) from :func:`ground_states`.
 
     Returns
     -------
@@ -401,9 +493,15 @@ def select(
     if k <= 0:
         return settings.rule, []
     rule_name = settings.rule if fitted is not None else "random"
-    rule = make_rule(
-        rule_name, **({"kappa": settings.kappa} if rule_name == "lower_confidence_bound" else {})
-    )
+    options = {
+        "lower_confidence_bound": {"kappa": settings.kappa},
+        "ground_state": {"n_samples": settings.n_samples},
+    }
+    rule = make_rule(rule_name, **options.get(rule_name, {}))
+    if rule_name == "ground_state":
+        return rule.name, _select_ground_states(
+            rule, fitted, X, dear_available, k, rng, compositions, labels, hull
+        )
     if rule_name == "cost_aware":
         pool_index = np.flatnonzero(dear_available | cheap_available)
         Xp = X[pool_index]
@@ -479,7 +577,8 @@ class StepInputs:
         External questions asked and not yet answered (they count against the batch
         and the budget).
     compositions
-        ``(N, n_elements)`` fractions, needed only by ``lower_confidence_bound``.
+        ``(N, n_elements)`` fractions, needed by ``lower_confidence_bound``,
+        ``ground_state`` and the missing-ground-states criterion.
     """
 
     data: TrainingData
@@ -514,6 +613,9 @@ class Decision:
         The acquisition rule that chose ``requests`` (``None`` when stopping).
     requests
         The next questions, as rows of ``X``.
+    hull
+        ``(members, estimate)``: the sampled hulls over the candidates ``members``
+        (labelled or askable), when the settings sample hulls and a model exists.
     """
 
     verdict: Verdict
@@ -523,6 +625,7 @@ class Decision:
     diversity: dict | None = None
     rule: str | None = None
     requests: list[Request] = field(default_factory=list)
+    hull: tuple[np.ndarray, GroundStateEstimate] | None = None
 
     @property
     def stop(self) -> bool:
@@ -586,11 +689,29 @@ def decide(settings: LearningSettings, inputs: StepInputs) -> Decision:
         n_failed=n_calls - int(data.dear_index.size) - int(data.audit_index.size),
         rmse_history=[*inputs.rmse_history, out.metrics["rmse"]],
     )
-    if out.verdict.stop:
-        return out
     n = len(X)
     dear_ok = np.ones(n, bool) if inputs.dear_taken is None else ~inputs.dear_taken
     dear_ok[data.audit_index] = False  # no rule ever acquires an audit candidate
+    labels = np.full(n, np.nan)
+    labels[data.dear_index] = data.dear_y
+    if settings.samples_hulls and out.fitted is not None and not out.fitted.multi_fidelity:
+        if inputs.compositions is None:
+            raise ValueError("sampling convex hulls needs the candidates' compositions")
+        members = np.flatnonzero(dear_ok | np.isfinite(labels))
+        estimate = ground_states(settings, out.fitted, X, labels, inputs.compositions,
+                                 members, rng)
+        out.hull = (members, estimate)
+        out.metrics["missing_ground_states"] = estimate.expected_missing
+    if settings.missing_ground_states is not None:
+        judge_missing_ground_states(
+            out.verdict,
+            out.metrics.get("missing_ground_states"),
+            settings.missing_ground_states,
+            n_calls,
+            settings.min_labels,
+        )
+    if out.verdict.stop:
+        return out
     cheap_ok = np.full(n, settings.multi_fidelity)
     if inputs.cheap_taken is not None:
         cheap_ok &= ~inputs.cheap_taken
@@ -603,6 +724,45 @@ def decide(settings: LearningSettings, inputs: StepInputs) -> Decision:
         settings.thresholds.max_oracle_calls - n_calls - inputs.n_outstanding,
     )
     out.rule, out.requests = select(
-        settings, out.fitted, X, dear_ok, cheap_ok, k, rng, inputs.compositions
+        settings, out.fitted, X, dear_ok, cheap_ok, k, rng, inputs.compositions, labels,
+        out.hull,
     )
     return out
+
+
+def _select_ground_states(
+    rule,
+    fitted: FittedModel,
+    X: np.ndarray,
+    available: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    compositions: np.ndarray | None,
+    labels: np.ndarray | None,
+    hull: tuple[np.ndarray, GroundStateEstimate] | None,
+) -> list[Request]:
+    """The ``ground_state`` rule over labelled and askable candidates together."""
+    if compositions is None:
+        raise ValueError("ground_state needs the candidates' compositions")
+    labels = np.full(X.shape[0], np.nan) if labels is None else labels
+    if hull is None:
+        members, estimate = np.flatnonzero(available | np.isfinite(labels)), None
+    else:
+        members, estimate = hull
+    Xm = X[members]
+    pred = fitted.predict(Xm)
+    pool = Pool(
+        pred,
+        X=fitted.rows(Xm),
+        covariance=fitted.model.covariance_,
+        noise_var=float(np.mean(pred.aleatoric_var)),
+        compositions=compositions[members],
+        labels=labels[members],
+        selectable=available[members],
+        ground_states=estimate,
+    )
+    sel = rule.select(pool, k, rng)
+    return [
+        Request(int(members[i]), False, float(s))
+        for i, s in zip(sel.indices, sel.scores, strict=True)
+    ]

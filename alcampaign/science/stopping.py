@@ -368,3 +368,48 @@ def judge(
         if c.kind == "limit" and c.met:
             return Decision(True, reasons[c.name], criteria)
     return Decision(False, None, criteria)
+
+
+def judge_missing_ground_states(
+    decision: Decision,
+    expected_missing: float | None,
+    threshold: float,
+    n_oracle_calls: int,
+    min_labels: int = 0,
+) -> Decision:
+    """Add the ``missing_ground_states`` criterion to a decision of :func:`judge`.
+
+    The criterion holds when the expected number of convex-hull ground states not yet
+    labelled, ``sum P(on hull)`` over unlabelled candidates from the sampled hulls
+    (:class:`~alcampaign.science.hull.GroundStateEstimate`), is below ``threshold``, from
+    ``min_labels`` oracle calls on. It stops the campaign on its own (kind ``limit``): a
+    ground-state search is done when every ground state has probably been labelled,
+    whatever the accuracy elsewhere. A decision that stops already keeps its reason.
+
+    Parameters
+    ----------
+    decision
+        The portfolio's verdict (modified in place and returned).
+    expected_missing
+        The estimate, ``None`` when there is none yet (no model).
+    threshold
+        Stop below this many expected missing ground states.
+    n_oracle_calls
+        Oracle calls so far.
+    min_labels
+        No stop before this many calls.
+    """
+    met = bool(
+        expected_missing is not None
+        and n_oracle_calls >= min_labels
+        and expected_missing < threshold
+    )
+    decision.criteria.append(
+        Criterion("missing_ground_states", expected_missing, float(threshold), met, "limit")
+    )
+    if met and not decision.stop:
+        decision.stop = True
+        decision.reason = (
+            f"ground states found: expected missing {expected_missing:.3g} < {threshold:g}"
+        )
+    return decision

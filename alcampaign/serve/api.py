@@ -30,11 +30,10 @@ from fastapi.responses import JSONResponse
 from maggma.api.query_operator import NumericQuery, QueryOperator
 from maggma.api.resource import ReadOnlyResource
 
-from alcampaign.campaign import documents
-from alcampaign.campaign.documents import api_view
 from alcampaign.serve.queries import CheckedFields, CheckedPagination, CheckedSort
 from alcampaign.serve.security import SecurityMiddleware
 from alcampaign.serve.table_cache import CandidateTableCache
+from alcampaign.serve.views import CampaignDoc, CandidateDoc, LabelDoc, ModelDoc  # noqa: F401
 from alcampaign.store.facade import CampaignStores
 from alcampaign.store.readonly import UnsupportedQuery, read_only, redact
 
@@ -59,19 +58,6 @@ LABEL_FIELDS = [
     "iteration",
     "time",
 ]
-
-# -- documents: the stored documents' models (alcampaign.campaign.documents), every
-# field optional (the API serves projections), so the OpenAPI schema describes them.
-
-CandidateDoc = api_view(
-    "CandidateDoc", documents.Candidate, documents.Frame, doc="A candidate structure or MD frame."
-)
-LabelDoc = api_view("LabelDoc", documents.Label, doc="An oracle answer.")
-ModelDoc = api_view(
-    "ModelDoc", documents.SurrogateModel, documents.PotentialModel, doc="A model version."
-)
-CampaignDoc = api_view("CampaignDoc", documents.Campaign, doc="A campaign.")
-
 
 # -- query operators -------------------------------------------------------------------
 

@@ -85,8 +85,8 @@ def candidates(
 ) -> Response:
     """Candidates with filters, projection, sort and pagination (see the module
     docstring for where a page is read from)."""
-    from alcampaign.serve.api import CandidateDoc
     from alcampaign.serve.dashboard import CACHE_KEY_FIELDS
+    from alcampaign.serve.views import CandidateDoc
 
     unknown = sorted(set(request.query_params) - PARAMS)
     if unknown:

@@ -1,0 +1,242 @@
+"""Ground-state search: oracle calls until every convex-hull ground state is labelled.
+
+Replays campaigns against fully labelled fcc binary EMT pools (``benchmarks/pools.py``;
+fcc Cu-Pd is never used: it is the blind check) with the science code the controller
+runs (:mod:`alcampaign.science.learning`: initial design with the end members, fit,
+sampled hulls, selection, the ``missing_ground_states`` stopping criterion). For each
+pool, rule, batch setting and seed it records
+
+* ``calls_all``: oracle calls (the initial design included) when every true ground
+  state (vertex of the EMT hull) is labelled; the budget when never;
+* ``stop_calls``: calls when ``missing_ground_states`` (expected number of ground
+  states not yet labelled < ``--missing``, from ``min_labels`` calls on) first holds,
+  ``stop_missing`` how many true ground states were unlabelled then, and
+  ``stop_after_last`` the calls spent after the last one was found.
+
+Every rule sees the same initial design for a seed. Prints one JSON line per run and
+one per (pool, batch, rule) summary; ``--table`` adds a markdown table. Usage::
+
+    python benchmarks/ground_state_search.py --pairs CuAu --seeds 2 --rules ground_state
+    python benchmarks/ground_state_search.py --table        # every pool, 10 seeds (long)
+
+The ``--speed`` mode times one ``ground_state`` decision on a synthetic pool (1,000
+samples, 100,000 candidates, d = 64) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pools
+
+from alcampaign.campaign.controller import learning_settings
+from alcampaign.config import CampaignConfig
+from alcampaign.science.learning import (
+    TrainingData,
+    fit_and_validate,
+    ground_states,
+    initial_design,
+    select,
+)
+
+RULES = ["ground_state", "lower_confidence_bound", "max_variance", "random"]
+SETTINGS = {1: 5, 5: 10}  # batch size: initial design size
+
+
+def config_for(rule: str, seed: int, batch: int, n_initial: int, n_samples: int):
+    """A campaign config carrying the rule (the structure file is never read here)."""
+    return CampaignConfig.model_validate(
+        {
+            "name": "bench",
+            "seed": seed,
+            "system": {"structure": "unused.cif"},
+            "acquisition": {"rule": rule, "batch_size": batch, "n_samples": n_samples},
+            "initial_design": {"n_initial": n_initial},
+        }
+    )
+
+
+def featurize(pool: dict, cutoffs: list[float]) -> np.ndarray:
+    """Cluster vectors of a pool's orderings (the controller's default features)."""
+    from alcampaign.science.features import ClusterVectorFeaturizer
+
+    parent = pool["parent"]
+    feat = ClusterVectorFeaturizer(parent.atoms, parent.chemical_symbols, cutoffs)
+    return feat.featurize([o.atoms for o in pool["orderings"]])
+
+
+def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
+           stopping: bool = True) -> dict:
+    """One campaign against the labelled pool; returns its counts.
+
+    With ``stopping`` false the hulls are sampled only where the rule needs them and
+    the stopping criterion is not followed (faster for rules that do not sample)."""
+    config = config_for(rule, seed, batch, n_initial, n_samples)
+    settings = learning_settings(config)  # what the controller's decide() gets
+    emt, x = pool["emt"], pool["x"]
+    comps = np.column_stack([1 - x, x])
+    truth = set(pool["ground_states"].tolist())
+    n = len(emt)
+    rng = np.random.default_rng(seed)
+    asked, _ = initial_design(n_initial, n, np.random.default_rng(seed), comps, pool["chgnet"])
+    out = {"pair": pool["pair"], "rule": rule, "seed": seed, "batch": batch,
+           "calls_all": None, "stop_calls": None, "stop_missing": None, "stopping": stopping}
+    min_labels = config.stopping.min_labels
+    while True:
+        calls = len(asked)
+        if out["calls_all"] is None and truth <= set(asked):
+            out["calls_all"] = calls
+        data = TrainingData(X, np.array(asked), emt[asked])
+        fitted, _ = fit_and_validate(settings, data, rng, validate=False)
+        labels = np.full(n, np.nan)
+        labels[asked] = emt[asked]
+        available = np.isnan(labels)
+        members = np.arange(n)
+        est = None
+        if rule == "ground_state" or (stopping and out["stop_calls"] is None):
+            est = ground_states(settings, fitted, X, labels, comps, members, rng)
+        if est is not None and out["stop_calls"] is None and calls >= min_labels \
+                and est.expected_missing < missing:
+            out["stop_calls"] = calls
+            out["stop_missing"] = len(truth - set(asked))
+            out["stop_expected"] = round(est.expected_missing, 4)
+        done = out["stop_calls"] is not None or not stopping
+        if (out["calls_all"] is not None and done) or calls >= budget:
+            break
+        k = min(batch, budget - calls)
+        _, requests = select(
+            settings, fitted, X, available, np.zeros(n, dtype=bool), k, rng, comps,
+            labels=labels, hull=None if est is None else (members, est),
+        )
+        asked += [r.index for r in requests]
+    if out["calls_all"] is not None and out["stop_calls"] is not None:
+        out["stop_after_last"] = out["stop_calls"] - out["calls_all"]
+    return out
+
+
+def summarise(rows: list[dict], budget: int) -> dict:
+    """Median and worst calls to every ground state, and how the stopping rule did."""
+    calls = [r["calls_all"] if r["calls_all"] is not None else budget for r in rows]
+    stopped = [r for r in rows if r["stop_calls"] is not None]
+    early = [r for r in stopped if r["stop_missing"]]
+    after = [r["stop_after_last"] for r in stopped if "stop_after_last" in r
+             and not r["stop_missing"]]
+    if not rows[0]["stopping"]:
+        stopped, early, after = [], [], []
+    return {
+        "pair": rows[0]["pair"], "rule": rows[0]["rule"], "batch": rows[0]["batch"],
+        "stopping_followed": rows[0]["stopping"],
+        "seeds": len(rows),
+        "median_calls": float(np.median(calls)),
+        "worst_calls": int(max(calls)),
+        "not_reached": sum(r["calls_all"] is None for r in rows),
+        "stopped": len(stopped),
+        "stopped_missing": len(early),
+        "stopped_complete_within_10": sum(a <= 10 for a in after),
+        "median_after_last": float(np.median(after)) if after else None,
+        "worst_after_last": int(max(after)) if after else None,
+    }
+
+
+def speed(n: int = 100_000, d: int = 64, n_samples: int = 1000, seed: int = 0) -> dict:
+    """Time one ``ground_state`` decision (sampled hulls + a batch of 5) on synthetic data.
+
+    A ternary pool (compositions of cells of up to 12 atoms), random features with an
+    intercept and a composition term, a synthetic truth (5 meV/atom misfit) and the
+    posterior of a Bayesian linear model fitted to 200 labels (the end members among
+    them): a mid-campaign decision.
+    """
+    from alcampaign.science.acquisition import GroundState, Pool
+    from alcampaign.science.hull import end_member_indices, estimate_ground_states
+    from alcampaign.science.surrogate import BayesianLinearRegression
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 13, n)
+    a = np.floor(rng.random(n) * (sizes + 1))
+    b = np.floor(rng.random(n) * (sizes - a + 1))
+    comps = np.column_stack([a, b, sizes - a - b]) / sizes[:, None]
+    X = np.column_stack([np.ones(n), comps[:, :2], rng.normal(size=(n, d - 3)) * 0.3])
+    truth = X @ np.r_[-4.0, 0.1, -0.2, rng.normal(size=d - 3) * 0.02]
+    truth += 0.4 * comps[:, 0] * comps[:, 1] * -1 + rng.normal(size=n) * 0.005
+    train = np.r_[end_member_indices(comps), rng.choice(n, 200, replace=False)]
+    model = BayesianLinearRegression().fit(X[train], truth[train])
+    pred = model.predict(X)
+    labels = np.full(n, np.nan)
+    labels[train] = truth[train]
+    t0, c0 = time.perf_counter(), time.process_time()
+    est = estimate_ground_states(
+        pred.mean, X, model.covariance_, comps, labels, n_samples, rng, model.noise_variance()
+    )
+    t1 = time.perf_counter()
+    pool = Pool(pred, X=X, covariance=model.covariance_, noise_var=model.noise_variance(),
+                compositions=comps, labels=labels, ground_states=est)
+    sel = GroundState(n_samples).select(pool, 5, rng)
+    t2, c2 = time.perf_counter(), time.process_time()
+    return {"benchmark": "ground_state_speed", "n": n, "d": d, "n_samples": n_samples,
+            "distinct_compositions": len(np.unique(np.round(comps, 8), axis=0)),
+            "contenders": int(est.contenders.size),
+            "expected_missing": round(est.expected_missing, 3),
+            "hull_seconds": round(t1 - t0, 2), "batch5_seconds": round(t2 - t1, 2),
+            "total_seconds": round(t2 - t0, 2), "cpu_seconds": round(c2 - c0, 2),
+            "picked": sel.indices.tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", nargs="*", default=["CuAu", "AgAu", "AlAu", "PdPt"])
+    ap.add_argument("--rules", nargs="*", default=RULES)
+    ap.add_argument("--batches", nargs="*", type=int, default=[1, 5])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--budget", type=int, default=60)
+    ap.add_argument("--missing", type=float, default=0.1)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--cutoffs", type=float, nargs="*", default=[6.0, 4.5])
+    ap.add_argument("--stopping-rules", nargs="*",
+                    default=["ground_state", "lower_confidence_bound"],
+                    help="rules whose runs also follow missing_ground_states")
+    ap.add_argument("--table", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    args = ap.parse_args()
+    if args.speed:
+        print(json.dumps(speed(n_samples=args.samples)), flush=True)
+        return
+    summaries = []
+    for pair in args.pairs:
+        if set(pools.split(pair)) == set(pools.split(pools.BLIND)):
+            raise SystemExit(f"{pools.BLIND} is the blind check: not benchmarked here")
+        pool = pools.load(pair)
+        X = featurize(pool, args.cutoffs)
+        for batch in args.batches:
+            for rule in args.rules:
+                rows = []
+                for seed in range(args.seeds):
+                    t0 = time.perf_counter()
+                    row = replay(pool, X, rule, seed, batch, SETTINGS.get(batch, 10),
+                                 args.budget, args.missing, args.samples,
+                                 rule in args.stopping_rules)
+                    row["seconds"] = round(time.perf_counter() - t0, 1)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                s = summarise(rows, args.budget)
+                s["n_ground_states"] = len(pool["ground_states"])
+                summaries.append(s)
+                print(json.dumps({"summary": s}), flush=True)
+    if args.table:
+        print("\n| pool (ground states) | batch | rule | median calls to all | worst | "
+              "stopped with one missing | stopped complete, <= 10 calls after |")
+        print("|---|---|---|---|---|---|---|")
+        for s in summaries:
+            miss = f" ({s['not_reached']} not reached)" if s["not_reached"] else ""
+            stop = "n/a | n/a"
+            if s["stopping_followed"]:
+                stop = (f"{s['stopped_missing']}/{s['seeds']} | "
+                        f"{s['stopped_complete_within_10']}/{s['seeds']}")
+            print(f"| {s['pair']} ({s['n_ground_states']}) | {s['batch']} | {s['rule']} | "
+                  f"{s['median_calls']:g} | {s['worst_calls']}{miss} | {stop} |")
+
+
+if __name__ == "__main__":
+    main()
