@@ -153,6 +153,7 @@ def test_candidate_table_pages_joins_labels_and_predicts(served):
     x = np.array(feats[r["candidate_id"]])
     mean = x @ np.array(model["mean"]) + model["offset"]
     std = np.sqrt(x @ np.array(model["covariance"]) @ x + 1 / model["beta"])
+    std *= (model.get("calibration") or {}).get("scale", 1.0)  # recalibrated
     assert r["predicted"] == pytest.approx(mean) and r["sigma"] == pytest.approx(std)
     # Search: part of the formula, or the start of an id.
     au = client.get(f"{DASH}/{name}/candidates", params={"search": "Au3"}).json()
