@@ -146,7 +146,11 @@ def read_step(stores: CampaignStores, name: str, iteration: int) -> StepRead | d
     settings = learning_settings(config)
     cheap_energy = None
     if settings.uses_cheap_energy:
-        cheap_energy = _design_block(stores, name, "prescreen_energy", ids)[:, 0]
+        got, energies, _ = stores.read_block(name, "prescreen_energy")
+        if got == ids:
+            cheap_energy = np.asarray(energies)[:, 0]
+        elif settings.cheap_energy != "auto":  # 'on' needs it; 'auto' does without
+            cheap_energy = _design_block(stores, name, "prescreen_energy", ids)[:, 0]
     X, columns = learning.design_matrix(
         settings,
         config.features.kind,

@@ -23,6 +23,7 @@ from maggma.api.utils import serialization_helper
 
 from alcampaign.serve.queries import check_fields, check_sort, pagination_params
 from alcampaign.serve.security import served
+from alcampaign.serve.views import CandidateDoc
 from alcampaign.store.facade import CANDIDATE_STATES
 
 router = APIRouter()
@@ -64,7 +65,12 @@ def _project(doc: dict, properties: list[str]) -> dict:
     return out
 
 
-@router.get("/api/candidates/", tags=["CandidateDoc"], summary="Get CandidateDoc documents")
+@router.get(
+    "/api/candidates/",
+    tags=["CandidateDoc"],
+    summary="Get CandidateDoc documents",
+    responses={200: {"model": list[CandidateDoc], "description": "A page of candidates."}},
+)
 def candidates(
     request: Request,
     campaign: str | None = Query(None, description="Campaign name."),
@@ -86,7 +92,6 @@ def candidates(
     """Candidates with filters, projection, sort and pagination (see the module
     docstring for where a page is read from)."""
     from alcampaign.serve.dashboard import CACHE_KEY_FIELDS
-    from alcampaign.serve.views import CandidateDoc
 
     unknown = sorted(set(request.query_params) - PARAMS)
     if unknown:
