@@ -28,7 +28,7 @@ from cuau_pool import load, orderings
 
 from alcampaign.campaign.controller import learning_settings
 from alcampaign.config import CampaignConfig
-from alcampaign.science.acquisition import hull_energies
+from alcampaign.science.hull import hull_energies
 from alcampaign.science.learning import TrainingData, fit_and_validate, select
 
 RULES = [

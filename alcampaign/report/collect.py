@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import norm
 
 from alcampaign.campaign.predictions import predict_candidates
-from alcampaign.science.acquisition import hull_energies
+from alcampaign.science.hull import hull_energies
 from alcampaign.science.stopping import expected_calibration_error
 
 LEVELS = np.arange(0.05, 1.0, 0.1)
@@ -176,7 +176,7 @@ def _reference(comps: list[dict], energies: np.ndarray):
     references); otherwise (a pseudo-binary such as Li_x CoO2) the line through the
     labelled compositions at the two ends of the most varying element's fraction, and
     the lower hull of the labelled compositions
-    (:func:`alcampaign.science.acquisition.hull_energies`).
+    (:func:`alcampaign.science.hull.hull_energies`).
     """
     elements = sorted({el for c in comps for el in c})
     amounts = np.array([[c.get(el, 0.0) for el in elements] for c in comps])

@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
-from alcampaign.science.hull import GroundStateEstimate, believer_batch, estimate_ground_states
+from alcampaign.science.hull import (
+    GroundStateEstimate,
+    believer_batch,
+    estimate_ground_states,
+    hull_energies,
+)
 from alcampaign.science.surrogate import Prediction
 
 
@@ -214,44 +218,6 @@ def batch_information(X: np.ndarray, covariance: np.ndarray, noise_var: float) -
     """``1/2 log det(I + X Sigma X^T / noise)``: the information a batch carries."""
     M = np.eye(X.shape[0]) + X @ covariance @ X.T / noise_var
     return 0.5 * float(np.linalg.slogdet(M)[1])
-
-
-def hull_energies(
-    compositions: np.ndarray, energies: np.ndarray, query: np.ndarray | None = None
-) -> np.ndarray:
-    """Energy of the lower convex hull of ``(composition, energy)`` points.
-
-    Parameters
-    ----------
-    compositions
-        Atomic fractions, ``(N, m)`` (rows sum to one).
-    energies
-        Energies per atom, ``(N,)``.
-    query
-        Compositions at which to evaluate the hull (default: ``compositions``).
-
-    Returns
-    -------
-    np.ndarray
-        The hull energy at each query composition. Distance to the hull is
-        ``energy - hull``.
-    """
-    C = np.asarray(compositions, dtype=float)[:, :-1]  # the last fraction is implied
-    Q = C if query is None else np.asarray(query, dtype=float)[:, :-1]
-    E = np.asarray(energies, dtype=float)
-    if C.shape[1] == 0:  # one element: the hull is the lowest energy
-        return np.full(Q.shape[0], E.min())
-    points = np.column_stack([C, E])
-    try:
-        hull = ConvexHull(points)
-    except QhullError:
-        hull = ConvexHull(points, qhull_options="QJ")
-    eq = hull.equations
-    lower = eq[eq[:, -2] < -1e-12]  # facets whose outward normal points down in energy
-    # On a lower facet n_c . c + n_e e + b = 0, so e = -(n_c . c + b) / n_e; the lower
-    # hull at c is the largest of these supporting planes.
-    planes = -(Q @ lower[:, :-2].T + lower[:, -1]) / lower[:, -2]
-    return planes.max(axis=1)
 
 
 @dataclass

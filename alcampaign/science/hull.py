@@ -115,16 +115,57 @@ def lower_hull(coords: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np
     if G <= r + 1:  # a simplex (or less): every point is a vertex
         vertex[:] = True
         return vertex, e.copy()
-    points = np.column_stack([coords, e])
+    hull, lower = _lower_facets(np.column_stack([coords, e]))
+    vertex[np.unique(hull.simplices[lower])] = True
+    return vertex, _hull_at(hull.equations[lower], coords)
+
+
+def _lower_facets(points: np.ndarray) -> tuple[ConvexHull, np.ndarray]:
+    """The convex hull of ``(coords, energy)`` points (joggled when degenerate) and the
+    mask of its lower facets (outward normal pointing down in energy)."""
     try:
         hull = ConvexHull(points)
     except QhullError:
         hull = ConvexHull(points, qhull_options="QJ")
-    eq = hull.equations
-    lower = eq[:, -2] < -1e-12  # outward normal points down in energy
-    vertex[np.unique(hull.simplices[lower])] = True
-    planes = -(coords @ eq[lower][:, :-2].T + eq[lower][:, -1]) / eq[lower][:, -2]
-    return vertex, planes.max(axis=1)
+    return hull, hull.equations[:, -2] < -1e-12
+
+
+def _hull_at(lower: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The lower hull's energy at ``coords``, from its facets' equations.
+
+    On a lower facet ``n_c . c + n_e e + b = 0``, so ``e = -(n_c . c + b) / n_e``; the
+    lower hull at ``c`` is the largest of these supporting planes.
+    """
+    return (-(coords @ lower[:, :-2].T + lower[:, -1]) / lower[:, -2]).max(axis=1)
+
+
+def hull_energies(
+    compositions: np.ndarray, energies: np.ndarray, query: np.ndarray | None = None
+) -> np.ndarray:
+    """Energy of the lower convex hull of ``(composition, energy)`` points.
+
+    Parameters
+    ----------
+    compositions
+        Atomic fractions, ``(N, m)`` (rows sum to one).
+    energies
+        Energies per atom, ``(N,)``.
+    query
+        Compositions at which to evaluate the hull (default: ``compositions``).
+
+    Returns
+    -------
+    np.ndarray
+        The hull energy at each query composition. Distance to the hull is
+        ``energy - hull``.
+    """
+    C = np.asarray(compositions, dtype=float)[:, :-1]  # the last fraction is implied
+    Q = C if query is None else np.asarray(query, dtype=float)[:, :-1]
+    E = np.asarray(energies, dtype=float)
+    if C.shape[1] == 0:  # one element: the hull is the lowest energy
+        return np.full(Q.shape[0], E.min())
+    hull, lower = _lower_facets(np.column_stack([C, E]))
+    return _hull_at(hull.equations[lower], Q)
 
 
 @dataclass
@@ -151,12 +192,9 @@ class CompositionGroups:
     @classmethod
     def of(cls, compositions: np.ndarray, decimals: int = 8) -> CompositionGroups:
         """Group candidates whose atomic fractions agree to ``decimals`` places."""
-        C = np.round(np.asarray(compositions, dtype=float), decimals)
-        unique, group = np.unique(C, axis=0, return_inverse=True)
-        group = group.reshape(-1)
-        order = np.argsort(group, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
-        return cls(composition_coordinates(unique), group, order, starts)
+        groups = cls.of_coords(compositions, decimals)
+        groups.coords = composition_coordinates(groups.coords)
+        return groups
 
     @classmethod
     def of_coords(cls, coords: np.ndarray, decimals: int = 8) -> CompositionGroups:
