@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,42 @@ def stored_campaign(tmp_path_factory):
         log=False,
     )
     return store_file, cfg.name
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def headless_chromium(profile: Path, *extra_flags: str, wait: float = 30.0):
+    """Debian's chromium through chromedriver, headless, with a fresh profile (no
+    Selenium Manager download). Fails, rather than skips, when either is missing,
+    unless ``ALCAMPAIGN_SKIP_BROWSER=1``."""
+    if os.environ.get("ALCAMPAIGN_SKIP_BROWSER") == "1":
+        pytest.skip("ALCAMPAIGN_SKIP_BROWSER=1")
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
+            "(scripts/setup.sh --browser does), or set ALCAMPAIGN_SKIP_BROWSER=1"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *extra_flags,
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(wait)
+    return driver

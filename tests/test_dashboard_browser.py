@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -24,7 +23,8 @@ from alcampaign.cli import app as cli_app
 from alcampaign.serve.api import create_app
 from alcampaign.store.facade import open_stores
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+from conftest import headless_chromium
+
 WAIT = 20  # seconds, an upper bound on page loads on a busy machine, not a timing check
 
 if os.environ.get("ALCAMPAIGN_SKIP_BROWSER") == "1":
@@ -53,33 +53,12 @@ def server(stored_campaign):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
-            "(scripts/setup.sh --browser does), or set ALCAMPAIGN_SKIP_BROWSER=1"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
+    driver = headless_chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
         "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
         "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT)
+        wait=WAIT,
+    )
     yield driver
     driver.quit()
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import socket
 import threading
 import time
@@ -30,6 +28,8 @@ from alcampaign.serve.api import create_app
 from alcampaign.serve.security import normalise_host
 from alcampaign.store.facade import CampaignStores, open_stores
 from alcampaign.store.redaction import REDACTED, RedactingFilter, redact, redact_text
+
+from conftest import headless_chromium
 
 LOCAL = "http://127.0.0.1"
 DASH = "/api/dashboard/campaigns"
@@ -327,7 +327,6 @@ def test_table_projection_and_unknown_campaign(planted):
 
 # -- in a real browser -------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 20  # seconds, an upper bound on a page load on a busy machine, not a timing check
 
 
@@ -386,37 +385,13 @@ fetch('http://127.0.0.1:{port}/api/campaigns/?_all_fields=true')
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if os.environ.get("ALCAMPAIGN_SKIP_BROWSER") == "1":
-        pytest.skip("ALCAMPAIGN_SKIP_BROWSER=1")
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
-            "(scripts/setup.sh does), or set ALCAMPAIGN_SKIP_BROWSER=1"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
+    driver = headless_chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
         # A rebinding name: rebind.test resolves to this machine, as an attacker's
         # DNS would answer after the page loaded.
         "--host-resolver-rules=MAP rebind.test 127.0.0.1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT)
+        wait=WAIT,
+    )
     yield driver
     driver.quit()
 
