@@ -611,21 +611,18 @@ def surrogate_from_dict(d: dict) -> Surrogate:
         # Its stored posterior (mean and covariance over every offered column, zero
         # outside the chosen basis) predicts exactly as a Bayesian linear model's.
         return BayesianLinearRegression.from_dict(d)
+    return _surrogate_class(kind).from_dict(d)
+
+
+def _surrogate_class(kind: str) -> type:
     try:
-        cls = SURROGATES[kind]
+        return SURROGATES[kind]
     except KeyError:
         raise ValueError(
             f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
         ) from None
-    return cls.from_dict(d)
 
 
 def make_surrogate(kind: str, **kwargs) -> Surrogate:
     """Build a surrogate by its config name."""
-    try:
-        cls = SURROGATES[kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES)}"
-        ) from None
-    return cls(**kwargs)
+    return _surrogate_class(kind)(**kwargs)
