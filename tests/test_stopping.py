@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from alcampaign.science.calibration import expected_calibration_error
 from alcampaign.science.stopping import (
     StoppingThresholds,
     cross_validate,
-    expected_calibration_error,
     judge,
     kfold_indices,
     plateau_gain,

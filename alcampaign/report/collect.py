@@ -16,8 +16,8 @@ import numpy as np
 from scipy.stats import norm
 
 from alcampaign.campaign.predictions import predict_candidates
+from alcampaign.science.calibration import expected_calibration_error
 from alcampaign.science.hull import hull_energies
-from alcampaign.science.stopping import expected_calibration_error
 
 LEVELS = np.arange(0.05, 1.0, 0.1)
 ON_HULL = 1e-6  # eV/atom: a labelled energy this close to the hull is a ground state

@@ -18,7 +18,7 @@ from alcampaign.report.collect import (
     calibration_curve,
     cv_targets,
 )
-from alcampaign.science.stopping import expected_calibration_error
+from alcampaign.science.calibration import expected_calibration_error
 
 
 def _new(title: str, xlabel: str, ylabel: str):

@@ -19,8 +19,6 @@ import numpy as np
 from alcampaign.science.calibration import expected_calibration_error, max_residual_threshold
 from alcampaign.science.surrogate import Prediction, Surrogate
 
-__all__ = ["expected_calibration_error"]  # re-exported: its home is science.calibration
-
 # The numeric metrics of an iteration (eV/atom for energies). ``rmse``/``mae`` are the
 # configured pool-wide estimate, with its interval in ``*_low``/``*_high``; ``cv_*`` are
 # plain cross-validation; ``ece``, ``miscalibration_area``, ``sharpness`` and
