@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 from scipy.integrate import dblquad
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal, norm
 
+from alcampaign.science import bce
 from alcampaign.science.acquisition import greedy_d_optimal
 from alcampaign.science.bce import BayesianClusterExpansion
 from alcampaign.science.priors import (
@@ -12,7 +16,11 @@ from alcampaign.science.priors import (
     prior_design,
     prior_precisions,
 )
-from alcampaign.science.surrogate import BayesianLinearRegression, BootstrapEnsemble
+from alcampaign.science.surrogate import (
+    LOG_BETA_BOUNDS,
+    BayesianLinearRegression,
+    BootstrapEnsemble,
+)
 
 # A toy fcc-like basis: zerolet, singlet, 6 pairs, 4 triplets.
 ORDER = [0, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3]
@@ -134,8 +142,17 @@ def test_evidence_chooses_the_basis_and_records_every_alternative():
     assert doc["log_evidence"] == pytest.approx(best, abs=1e-6)
     assert len(doc["evidence_choices"]) == len(nested_bases(info))
     assert doc["basis"]["n_columns"] == len(doc["basis"]["columns"]) == len(doc["alphas"])
-    # weights outside the chosen basis are exactly zero, with zero variance
-    out = np.setdiff1d(np.arange(len(ORDER)), doc["basis"]["columns"])
+    # the average's weights are the evidences, renormalised over the alternatives kept
+    weights = np.array([c["weight"] for c in doc["evidence_choices"]])
+    log_e = np.array([c["log_evidence"] for c in doc["evidence_choices"]])
+    kept = weights > 0
+    assert weights.sum() == pytest.approx(1.0)
+    expected = np.exp(log_e[kept] - log_e[kept].max())
+    np.testing.assert_allclose(weights[kept], expected / expected.sum(), rtol=1e-9)
+    assert np.all(np.exp(log_e[~kept] - logsumexp(log_e)) < bce.MIN_WEIGHT)
+    # weights outside every basis of the average are exactly zero, with zero variance
+    used = sorted({j for c in doc["model_average"] for j in c["columns"]})
+    out = np.setdiff1d(np.arange(len(ORDER)), used)
     assert np.all(np.asarray(doc["mean"])[out] == 0)
     assert np.all(np.asarray(doc["covariance"])[out] == 0)
 
@@ -154,7 +171,8 @@ def test_prior_auto_picks_the_higher_evidence():
 def test_isotropic_fixed_basis_equals_the_classic_model():
     X, y, _ = toy(seed=4)
     classic = BayesianLinearRegression().fit(X[:30], y[:30])
-    new = BayesianClusterExpansion(prior="isotropic", select_basis=False).fit(X[:30], y[:30])
+    new = BayesianClusterExpansion(prior="isotropic", select_basis=False, hyperprior=False)
+    new.fit(X[:30], y[:30])
     assert new.log_evidence() == pytest.approx(classic.log_evidence(), abs=1e-3)
     np.testing.assert_allclose(new.predict(X).mean, classic.predict(X).mean, atol=1e-5)
 
@@ -166,9 +184,13 @@ def test_delta_term_is_switched_off_when_the_cheap_energy_is_noise(seed):
     info = ColumnInfo.clusters(ORDER, DIAMETER, n_cheap=1)
     Xc = np.column_stack([X, noise - noise.mean()])
     model = BayesianClusterExpansion(columns=info).fit(Xc[:40], y[:40])
-    assert not model.to_dict()["cheap_energy"]["used"]
-    assert model.mean_[-1] == 0.0
-    assert any(c["cheap_energy"] for c in model.to_dict()["evidence_choices"])  # it was tried
+    doc = model.to_dict()
+    assert not doc["cheap_energy"]["used"] and doc["cheap_energy"]["probability"] < 0.25
+    # what is left of it in the average moves predictions by far less than the noise
+    assert abs(model.mean_[-1]) * noise.std() < 0.2 * np.sqrt(model.noise_variance())
+    assert any(c["cheap_energy"] for c in doc["evidence_choices"])  # it was tried
+    best = BayesianClusterExpansion(columns=info, average=False).fit(Xc[:40], y[:40])
+    assert best.mean_[-1] == 0.0
 
 
 def test_delta_term_is_kept_when_the_cheap_energy_informs():
@@ -244,11 +266,13 @@ def test_validation_copy_keeps_the_choice_and_refits_its_hyperparameters():
     Xc = np.column_stack([X, cheap - cheap.mean()])
     model = BayesianClusterExpansion(columns=info).fit(Xc[:30], y[:30])
     again = model.for_validation().fit(Xc[:30], y[:30])
-    assert len(again.choices_) == 1
+    kept = [(c.option.mask.tobytes(), c.option.prior, c.option.cheap) for c in model.components_]
+    assert [(o.mask.tobytes(), o.prior, o.cheap) for o in again.choices_] == kept
     np.testing.assert_array_equal(again.mask_, model.mask_)
     assert again.choice_.prior == model.choice_.prior
     assert again.choice_.cheap == model.choice_.cheap
     assert again.log_evidence() == pytest.approx(model.log_evidence(), abs=1e-3)
+    np.testing.assert_allclose(again.predict(Xc).mean, model.predict(Xc).mean, atol=1e-6)
 
 
 def test_stored_document_predicts_as_the_fitted_model():
@@ -263,3 +287,80 @@ def test_stored_document_predicts_as_the_fitted_model():
     p, q = model.predict(Xc), back.predict(Xc)
     np.testing.assert_allclose(q.mean, p.mean, atol=1e-12)
     np.testing.assert_allclose(q.std, p.std, rtol=1e-6)
+
+
+def _data_space_log_evidence(X, y, alphas, beta):
+    """log N(y | 0, I / beta + X diag(1/alpha) X^T): the evidence written in data space."""
+    C = np.eye(len(y)) / beta + (X / alphas) @ X.T
+    return multivariate_normal(np.zeros(len(y)), C).logpdf(y)
+
+
+def test_map_ii_maximises_evidence_times_hyperprior():
+    """MAP-II: the hyperparameters maximise log p(y | alpha, beta) + log p(log alpha)
+    + log p(log beta) with the documented log-normal hyperpriors; brute force in data
+    space. With fewer labels than columns ML-II interpolates (noise at its bound)."""
+    rng = np.random.default_rng(11)
+    X = rng.uniform(-1, 1, (3, 4))
+    y = X @ np.array([0.02, -0.01, 0.005, 0.01]) + 0.002 * rng.normal(size=3)
+    kw = {"prior": "isotropic", "select_basis": False, "center": False}
+    model = BayesianClusterExpansion(**kw).fit(X, y)
+    v = np.mean(y**2)
+    level = np.log((X**2).mean(axis=0).sum() / v)
+
+    def objective(p):
+        return (
+            _data_space_log_evidence(X, y, np.exp(p[0]), np.exp(p[1]))
+            + norm.logpdf(p[0], level, bce.LEVEL_LOG_SD)
+            + norm.logpdf(p[1], -np.log(bce.NOISE_FRACTION**2 * v), bce.NOISE_LOG_SD)
+        )
+
+    grid = [(a, b) for a in np.linspace(-5, 20, 51) for b in np.linspace(0, 18, 37)]
+    start = max(grid, key=objective)
+    best = minimize(
+        lambda p: -objective(p),
+        start,
+        method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-12},
+    )
+    o = model.choice_
+    np.testing.assert_allclose([o.theta[0], o.log_betas[0]], best.x, atol=2e-3)
+    assert o.log_evidence + o.log_hyperprior == pytest.approx(-best.fun, abs=1e-6)
+    assert model.log_evidence() == pytest.approx(
+        _data_space_log_evidence(X, y, model.alphas_, model.beta_), abs=1e-8
+    )
+    ml = BayesianClusterExpansion(**kw, hyperprior=False).fit(X, y)
+    assert ml.choice_.log_betas[0] == pytest.approx(LOG_BETA_BOUNDS[1], abs=1e-3)
+    assert o.log_betas[0] < LOG_BETA_BOUNDS[1] - 3
+
+
+def test_model_average_equals_the_mixture_moments():
+    """Bayesian model averaging (Hoeting et al. 1999) of two bases: weights from each
+    basis's evidence, predictive mean and variance those of the two-component mixture."""
+    X, y, _ = toy(seed=1)
+    info = ColumnInfo.clusters(ORDER, DIAMETER)
+    small = np.isin(np.arange(len(ORDER)), [0, 1, 2, 3, 8])
+    alts = [(small, "hierarchical", False), (np.ones(len(ORDER), bool), "hierarchical", False)]
+    n = 8
+    model = BayesianClusterExpansion(columns=info, alternatives=alts).fit(X[:n], y[:n])
+    comps = model.components_
+    assert len(comps) == 2 and min(c.option.weight for c in comps) > 0.01
+    y0 = y[:n].mean()
+    log_e, means, variances, noises = [], [], [], []
+    for c in comps:  # each posterior and evidence in closed form at its hyperparameters
+        Xs, beta = X[:n][:, c.S], c.betas[0]
+        Sigma = np.linalg.inv(np.diag(c.alphas) + beta * Xs.T @ Xs)
+        m = beta * Sigma @ Xs.T @ (y[:n] - y0)
+        log_e.append(_data_space_log_evidence(Xs, y[:n] - y0, c.alphas, beta))
+        means.append(X[:, c.S] @ m + y0)
+        variances.append(np.einsum("ij,jk,ik->i", X[:, c.S], Sigma, X[:, c.S]))
+        noises.append(1 / beta)
+    w = np.exp(np.array(log_e) - max(log_e))
+    w /= w.sum()
+    np.testing.assert_allclose([c.option.weight for c in comps], w, rtol=1e-8)
+    mu = w @ np.array(means)
+    within, between = w @ np.array(variances), w @ (np.array(means) - mu) ** 2
+    p = model.predict(X)
+    np.testing.assert_allclose(p.mean, mu, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(p.epistemic_var, within + between, rtol=1e-6, atol=1e-14)
+    np.testing.assert_allclose(p.aleatoric_var, w @ np.array(noises), rtol=1e-9)
+    assert np.all(between > 0) and between.max() > 0.01 * within.max()  # both parts count
