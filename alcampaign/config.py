@@ -303,17 +303,17 @@ class SurrogateConfig(_Strict):
         "hierarchical",
         description="Prior of the weights: hierarchical (precision per cluster order, growing "
         "with the cluster diameter; Mueller & Ceder 2009), isotropic (one precision), or auto "
-        "(the evidence chooses). Hyperparameters always by evidence.",
+        "(both, averaged by evidence). Hyperparameters by evidence times weak hyperpriors.",
     )
     basis: Literal["evidence", "fixed"] = Field(
         "evidence",
-        description="evidence: the evidence chooses among nested sub-bases of features.cutoffs "
-        "(offer the largest cutoffs you can afford); fixed: every cluster of the cutoffs.",
+        description="evidence: average over nested sub-bases of features.cutoffs weighted by "
+        "evidence (offer the largest cutoffs you can afford); fixed: every cluster of them.",
     )
     cheap_energy: Literal["auto", "on", "off"] = Field(
         "auto",
         description="The CHGNet prescreen energy per atom as an extra feature with its own "
-        "weight (delta learning): auto keeps it only when the evidence says it helps; needs "
+        "weight (delta learning): auto averages the models with and without it by evidence; needs "
         "prescreen.enabled (ignored by acquisition.rule cost_aware).",
     )
 

@@ -18,7 +18,7 @@ cheap-fidelity energy (delta learning). From it:
   embeddings) and one for cheap-energy columns. (A slope shared by all orders gave
   4 % larger errors at 30 labels on Cu-Au.) The **isotropic** prior is one level for every
   non-cheap column (the classic ``alpha I``).
-* :func:`nested_bases` gives the sub-bases the evidence chooses among: every order up
+* :func:`nested_bases` gives the sub-bases the evidence weighs: every order up
   to a largest one, each with its shortest shells up to a common fraction of the
   offered shells. The largest basis is the offer itself.
 """
