@@ -70,7 +70,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.linalg import cho_solve, cholesky
+from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
@@ -213,39 +213,56 @@ class BayesianClusterExpansion(BayesianLinearRegression):
             raise ValueError(f"columns describe {info.size} columns but X has {d}")
         return info
 
-    def _evidence(self, S, T, theta, log_betas, fixed_alpha) -> tuple[float, np.ndarray, tuple]:
-        """Log evidence on columns ``S``, its gradient in (theta, log beta), posterior."""
+    def _restrict(self, S) -> tuple:
+        """The sufficient statistics on columns ``S`` for the kinds of rows present."""
         st = self._stats
         b, yy, _ = self._centered()
-        G = st["G"][:, S][:, :, S]
-        bS = b[:, S]
+        active = np.flatnonzero(st["n"] > 0)
+        return (
+            st["G"][np.ix_(active, S, S)],
+            b[np.ix_(active, S)],
+            yy[active],
+            st["n"][active],
+            active,
+        )
+
+    def _evidence(
+        self, S, T, theta, log_betas, fixed_alpha, pre=None
+    ) -> tuple[float, np.ndarray, tuple]:
+        """Log evidence on columns ``S``, its gradient in (theta, log beta), posterior.
+
+        ``pre``: :meth:`_restrict` of ``S`` (computed when not given)."""
+        G, bS, yy, n, active = self._restrict(S) if pre is None else pre
         alpha = np.exp(T @ theta) if T.shape[1] else np.empty(0)
         alpha = np.where(np.isnan(fixed_alpha), alpha if alpha.size else 0.0, fixed_alpha)
-        betas = np.exp(log_betas)
-        A = np.diag(alpha) + np.tensordot(betas, G, axes=1)
+        log_b = np.asarray(log_betas, dtype=float)[active]
+        b_act = np.exp(log_b)
+        A = np.diag(alpha) + np.tensordot(b_act, G, axes=1)
         try:
-            L = cholesky(A, lower=True)
+            L = cholesky(A, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             return -np.inf, np.zeros(T.shape[1] + 2), None
-        m = cho_solve((L, True), betas @ bS)
-        Sigma = cho_solve((L, True), np.eye(len(S)))
-        n = st["n"]
-        r = yy - 2 * bS @ m + np.einsum("i,gij,j->g", m, G, m)
-        r = np.maximum(r, 0.0)
-        active = n > 0
+        m = cho_solve((L, True), b_act @ bS, check_finite=False)
+        L_inv = solve_triangular(L, np.eye(len(S)), lower=True, check_finite=False)
+        Sigma = L_inv.T @ L_inv
+        r = np.maximum(yy - 2 * bS @ m + np.einsum("i,gij,j->g", m, G, m), 0.0)
         log_e = 0.5 * (
             np.log(alpha).sum()
-            + np.sum(n[active] * log_betas[active])
+            + n @ log_b
             - 2 * np.log(np.diag(L)).sum()
-            - np.sum(betas[active] * r[active])
+            - b_act @ r
             - alpha @ (m * m)
-            - n[active].sum() * np.log(2 * np.pi)
+            - n.sum() * np.log(2 * np.pi)
         )
         d_log_alpha = 0.5 * (1.0 - alpha * (np.diag(Sigma) + m * m))
         d_log_alpha[~np.isnan(fixed_alpha)] = 0.0
-        d_log_beta = 0.5 * (n - betas * (r + np.einsum("gij,ij->g", G, Sigma)))
-        d_log_beta[~active] = 0.0
-        return float(log_e), np.r_[T.T @ d_log_alpha, d_log_beta], (L, m, alpha, betas)
+        d_log_beta = np.zeros(2)
+        d_log_beta[active] = 0.5 * (n - b_act * (r + (G * Sigma).sum(axis=(1, 2))))
+        return (
+            float(log_e),
+            np.r_[T.T @ d_log_alpha, d_log_beta],
+            (L, m, alpha, np.exp(np.asarray(log_betas, dtype=float))),
+        )
 
     def _design(self, option: _Option, info: ColumnInfo):
         """Columns, prior design (without the fixed cheap level) and fixed precisions."""
@@ -304,9 +321,10 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         ]
         bounds += [LOG_BETA_BOUNDS if free_beta[g] else (log_b0[g], log_b0[g]) for g in (0, 1)]
         h_mean, h_sd, h_width = self._hyperprior(names, S, sub, bounds)
+        pre = self._restrict(S)
 
         def neg(p):
-            le, grad, _ = self._evidence(S, T, p[:k], p[k:], fixed_alpha)
+            le, grad, _ = self._evidence(S, T, p[:k], p[k:], fixed_alpha, pre)
             if not np.isfinite(le):
                 return 1e300, np.zeros_like(p)
             lp, glp = _log_normal_density(p, h_mean, h_sd, h_width)
@@ -315,8 +333,12 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         theta0 = np.array(
             [0.5 if nm.startswith("diameter_slope") else -np.log(var) for nm in names]
         )
-        starts = [np.r_[theta0, log_b0]]
+        # start at the hyperprior's centre where there is one
+        x0 = np.where(np.isfinite(h_sd), h_mean, np.r_[theta0, log_b0])
+        starts = [x0]
         if warm is not None and warm.names is not None:
+            # and at the best smaller basis's hyperparameters (new levels at the centre)
+            theta0 = x0[:k]
             starts.insert(
                 0,
                 np.r_[
