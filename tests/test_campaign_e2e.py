@@ -119,15 +119,23 @@ def test_small_campaign_end_to_end(job_store, write_config, tmp_path):
         pool_e = e[:, 0] - e[:, 0].mean()
         cheap = dict(zip(e_ids, pool_e, strict=True))
         X = np.column_stack([X, [cheap[cid] for cid in model["training_ids"]]])
-    cols = model["basis"]["columns"]
+    # It averages alternatives (sub-bases, with and without the prescreen energy): the
+    # stored posterior is the mixture's mean and covariance of each one's closed form.
     energy = {lab["candidate_id"]: lab["energy_per_atom"] for lab in labels}
     y = np.array([energy[cid] for cid in model["training_ids"]]) - model["offset"]
-    beta, Xs = model["beta"], X[:, cols]
-    S = np.linalg.inv(np.diag(model["alphas"]) + beta * Xs.T @ Xs)
-    cov = np.asarray(model["covariance"])
-    np.testing.assert_allclose(cov[np.ix_(cols, cols)], S, rtol=1e-7, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(model["mean"])[cols], beta * S @ Xs.T @ y,
-                               rtol=1e-6, atol=1e-10)
+    d = X.shape[1]
+    mean, second = np.zeros(d), np.zeros((d, d))
+    for alt in model["model_average"]:
+        cols, beta = alt["columns"], alt["beta"]
+        Xs = X[:, cols]
+        S = np.linalg.inv(np.diag(alt["alphas"]) + beta * Xs.T @ Xs)
+        m = beta * S @ Xs.T @ y
+        mean[cols] += alt["weight"] * m
+        second[np.ix_(cols, cols)] += alt["weight"] * (S + np.outer(m, m))
+    assert sum(alt["weight"] for alt in model["model_average"]) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.asarray(model["mean"]), mean, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(model["covariance"]), second - np.outer(mean, mean),
+                               rtol=1e-6, atol=1e-12)
     best = max(c["log_evidence"] for c in model["evidence_choices"])
     assert model["log_evidence"] == pytest.approx(best, abs=1e-6)
     assert model["prior"] == "hierarchical" and model["basis"]["orders"]
