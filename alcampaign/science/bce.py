@@ -95,6 +95,7 @@ NOISE_FRACTION = 0.1  # hyperprior centre of the noise sd, as a fraction of the 
 LEVEL_LOG_SD = 3.0  # hyperprior sd of each log prior-precision level (natural log)
 NOISE_LOG_SD = 1.5  # hyperprior sd of the log noise precision of energy rows
 MIN_WEIGHT = 1e-3  # alternatives less probable than this leave the model average
+VALIDATION_MASS, VALIDATION_MAX = 0.9, 4  # alternatives a cross-validation fold re-fits
 
 
 @dataclass
@@ -488,11 +489,16 @@ class BayesianClusterExpansion(BayesianLinearRegression):
         return self
 
     def for_validation(self) -> BayesianClusterExpansion:
-        """An unfitted model that judges only the alternatives of this model's average
-        and re-maximises their hyperparameters (for cross-validation folds: a few
-        optimisations a fold instead of the whole scan; the alternatives were chosen
-        with every label, so folds are slightly optimistic about them)."""
+        """An unfitted model that judges only the most probable alternatives of this
+        model's average (by weight until ``VALIDATION_MASS`` of it, at most
+        ``VALIDATION_MAX``) and re-maximises their hyperparameters (for
+        cross-validation folds: a few optimisations a fold instead of the whole scan;
+        the alternatives were chosen with every label, so folds are slightly optimistic
+        about them)."""
         self._check_fitted()
+        ranked = sorted(self.components_, key=lambda c: -c.option.weight)
+        mass = np.cumsum([c.option.weight for c in ranked])
+        n_keep = min(int(np.searchsorted(mass, VALIDATION_MASS)) + 1, VALIDATION_MAX, len(ranked))
         return BayesianClusterExpansion(
             beta=self.beta,
             beta_force=self.beta_force,
@@ -502,7 +508,7 @@ class BayesianClusterExpansion(BayesianLinearRegression):
             hyperprior=self.hyperprior,
             average=self.average,
             alternatives=[
-                (c.option.mask.copy(), c.option.prior, c.option.cheap) for c in self.components_
+                (c.option.mask.copy(), c.option.prior, c.option.cheap) for c in ranked[:n_keep]
             ],
         )
 
