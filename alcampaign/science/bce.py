@@ -24,15 +24,17 @@ precisions; here log-normal ones on the log precisions). Plain evidence maximisa
 1.5x the spread of the energies) or switches whole orders off. The hyperpriors are set
 on the scale of the data (``v``: the variance of the centred energy labels)::
 
-    log beta_E      ~ N(-log(f^2 v), s_beta^2)         noise sd about f = 20 % of the spread
+    log beta_E      ~ N(-log(f^2 v), s_beta^2)         noise sd about f = 10 % of the spread
     theta_level     ~ N(log(sum_j <x_j^2> / v), s_alpha^2)  (every order's level)
     diameter slopes ~ U(SLOPE_BOUNDS)
 
 so that a priori the clusters of a basis together explain the spread of the energies
-(``<x_j^2>``: mean square of column ``j`` over the labelled rows) and a fifth of it is
-noise; ``s_alpha = 3`` and ``s_beta = 1.5`` (natural log) leave the data in charge once
-there are tens of labels. ``hyperprior=False`` is ML-II within the bounds (a uniform
-hyperprior on the bounded log precisions).
+(``<x_j^2>``: mean square of column ``j`` over the labelled rows) and the noise is a
+tenth of it; ``s_alpha = 3`` and ``s_beta = 1.5`` (natural log) leave the data in charge
+once there are tens of labels. (The labels' own spread sets the scale: the CHGNet
+energies of the pool, available without labels, spread 10-20x more than the EMT ones on
+three of the four tuning pools.) ``hyperprior=False`` is ML-II within the bounds (a
+uniform hyperprior on the bounded log precisions).
 
 **Model average** (``average=True``, the default): the alternatives judged are
 
@@ -47,12 +49,14 @@ hyperprior on the bounded log precisions).
   factor of the comparison proper.
 
 Each alternative ``k`` gets the posterior probability ``pi_k ~ p(y | k) p(k)`` with a
-uniform ``p(k)`` and ``p(y | k)`` approximated by its MAP-II objective
-``p(y | theta_k, beta_k, k) p(theta_k, beta_k | k)`` (the hyperparameters' own Laplace
-width left out). Predictions average over them (Bayesian model averaging, Hoeting,
-Madigan, Raftery & Volinsky, Statistical Science 14, 382, 1999): the mixture is
-moment-matched to one Gaussian weight posterior (weights of columns a sub-basis lacks
-are zero in it)::
+uniform ``p(k)`` and ``p(y | k)`` approximated by the evidence at its MAP-II
+hyperparameters, ``p(y | theta_k, beta_k, k)`` (MacKay 1992 compares models by this
+evidence times an Occam factor of their hyperparameters, taken here as the same for
+every alternative; the hyperprior's density, whose normalising constants penalise
+alternatives with more cluster orders, gave larger errors on Cu-Au). Predictions average
+over them (Bayesian model averaging, Hoeting, Madigan, Raftery & Volinsky, Statistical
+Science 14, 382, 1999): the mixture is moment-matched to one Gaussian weight posterior
+(weights of columns a sub-basis lacks are zero in it)::
 
     m = sum_k pi_k m_k        C = sum_k pi_k (Sigma_k + m_k m_k^T) - m m^T
 
