@@ -438,6 +438,18 @@ class StoppingConfig(_Strict):
     accuracy_level: float = Field(
         0.9, gt=0, lt=1, description="Coverage of the accuracy estimate's interval."
     )
+    calibration: Literal["variance", "student_t", "isotonic"] = Field(
+        "variance",
+        description="Recalibration of every prediction, fitted on the cross-validated "
+        "residuals: variance (one factor on sigma, stays Gaussian), student_t (scaled "
+        "Student t, heavy tails), isotonic (quantile recalibration, Kuleshov et al. 2018).",
+    )
+    calibration_weighting: Literal["importance", "none"] = Field(
+        "importance",
+        description="importance: weight the cross-validated residuals by the pool/labelled "
+        "density ratio in the recalibration, the ECE and the posterior estimate, so they "
+        "describe the pool and not only where the acquisition rule looked; none: unweighted.",
+    )
     audit_size: int = Field(
         0,
         ge=0,
@@ -784,6 +796,7 @@ def stopping_thresholds(config: CampaignConfig):
         **config.stopping.model_dump(
             exclude={
                 "cv_folds", "accuracy_estimate", "accuracy_level", "audit_size",
+                "calibration", "calibration_weighting",
                 "missing_ground_states",
             }
         )

@@ -140,3 +140,40 @@ def test_audit_sample_is_random_disjoint_and_reproducible():
     assert np.array_equal(a, audit_sample(100, 8, 3, exclude))
     assert not np.array_equal(a, audit_sample(100, 8, 4, exclude))
     assert audit_sample(12, 8, 3, exclude).size == 2  # as many as are left
+
+
+def test_importance_weighted_recalibration_and_posterior_describe_the_pool():
+    from alcampaign.science.calibration import ece_of_z
+
+    ece = {True: [], False: []}
+    ratio = {True: [], False: []}
+    for seed in range(5):
+        X, y, lab, rng = _shifted_pool(seed)
+
+        def make():  # one noise level for all x: right where labelled, too small elsewhere
+            return BayesianLinearRegression(1.0, 1e4)
+
+        cv = cross_validate(make, X[lab], y[lab], 5, rng)
+        p = make().fit(X[lab], y[lab]).predict(X)
+        unl = np.setdiff1d(np.arange(len(y)), lab)
+        w = density_ratio(X, lab, flatten=1.0)
+        held = HeldOut(y[lab], cv.mean, cv.std, p.mean[lab], p.std[unl], weights=w)
+        truth = np.sqrt(np.mean((p.mean - y) ** 2))
+        for weighted in (True, False):
+            cal, m = assess(held, "posterior", 0.9, rng, weighted=weighted)
+            ece[weighted].append(ece_of_z(cal.normalise((y[unl] - p.mean[unl]) / p.std[unl])))
+            ratio[weighted].append(m["rmse"] / truth)
+    assert np.median(ece[True]) < np.median(ece[False])
+    assert abs(np.log(np.median(ratio[True]))) < abs(np.log(np.median(ratio[False])))
+    with pytest.raises(ValueError, match="weights"):
+        unweighted = HeldOut(y[lab], cv.mean, cv.std, p.mean[lab], p.std[unl])
+        assess(unweighted, "cv", 0.9, rng, weighted=True)
+
+
+def test_weighted_posterior_estimate_closed_form():
+    rng = np.random.default_rng(5)
+    r, sd = np.array([0.01]), np.array([0.02, 0.02])
+    z, w = np.array([1.0, 3.0]), np.array([3.0, 1.0])  # weighted m2 = (3 + 9) / 4 = 3
+    est = posterior_estimate(r, sd, z, 0.9, rng, w)
+    assert est.rmse == pytest.approx(np.sqrt((r @ r + 3.0 * sd @ sd) / 3))
+    assert est.mae == pytest.approx((0.01 + 1.5 * sd.sum()) / 3)  # weighted m1 = 6 / 4

@@ -27,7 +27,7 @@ from alcampaign.science.acquisition import (
     multi_fidelity_rows,
 )
 from alcampaign.science.bce import BayesianClusterExpansion
-from alcampaign.science.calibration import VarianceCalibration
+from alcampaign.science.calibration import Calibration, VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
 from alcampaign.science.hull import (
     GroundStateEstimate,
@@ -81,6 +81,11 @@ class LearningSettings:
     accuracy_estimate, accuracy_level
         The pool-wide error estimate behind ``rmse``/``mae`` (one of
         :data:`alcampaign.science.validation.ESTIMATES`) and its interval's coverage.
+    calibration, calibration_weighting
+        The recalibration of the predictive fitted on the cross-validated residuals
+        (a key of :data:`alcampaign.science.calibration.CALIBRATIONS`), and whether
+        those residuals are weighted by the pool/labelled density ratio
+        (``importance``) or not (``none``) there and in the posterior estimate.
     dear_cost, cheap_cost
         Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
         single-fidelity campaign.
@@ -114,6 +119,8 @@ class LearningSettings:
     cv_folds: int = 5
     accuracy_estimate: str = "posterior"
     accuracy_level: float = 0.9
+    calibration: str = "variance"
+    calibration_weighting: str = "importance"
     dear_cost: float = 1.0
     cheap_cost: float | None = None
     n_samples: int = 1000
@@ -254,7 +261,7 @@ class FittedModel:
     multi_fidelity: bool
     offsets: tuple[float, float] = (0.0, 0.0)  # (dear, cheap) target means (multi-fidelity)
     cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom), raw
-    calibration: VarianceCalibration = field(default_factory=VarianceCalibration)
+    calibration: Calibration = field(default_factory=VarianceCalibration)
 
     def rows(self, X: np.ndarray, cheap: bool = False) -> np.ndarray:
         """Model rows of candidates at the dear (or cheap) fidelity."""
@@ -374,7 +381,7 @@ def assess_accuracy(
     data: TrainingData,
     fitted: FittedModel,
     rng: np.random.Generator,
-) -> tuple[VarianceCalibration, dict]:
+) -> tuple[Calibration, dict]:
     """Recalibrate ``fitted`` on its out-of-fold predictions and estimate the pool error
     (:func:`alcampaign.science.validation.assess`)."""
     raw = fitted.predict(data.X, calibrated=False)
@@ -383,7 +390,7 @@ def assess_accuracy(
     audit = None
     if data.audit_index.size:
         audit = data.audit_y - raw.mean[data.audit_index]
-    iw = settings.accuracy_estimate == "iwcv"
+    iw = settings.accuracy_estimate == "iwcv" or settings.calibration_weighting == "importance"
     held = HeldOut(
         y=data.dear_y,
         cv_mean=fitted.cv.mean,
@@ -400,6 +407,8 @@ def assess_accuracy(
         rng,
         settings.thresholds.max_std_residual_alpha or 0.05,
         settings.cv_folds,
+        settings.calibration,
+        settings.calibration_weighting == "importance",
     )
 
 

@@ -131,36 +131,46 @@ def posterior_estimate(
     z_heldout: np.ndarray,
     level: float,
     rng: np.random.Generator,
+    weights: np.ndarray | None = None,
 ) -> AccuracyEstimate:
     """Expected pool error under the calibrated predictive.
 
     ``MSE = (sum_labelled r_i^2 + m2 sum_unlabelled sigma_j^2) / N`` and
     ``MAE = (sum_labelled |r_i| + m1 sum_unlabelled sigma_j) / N``, with ``m2`` and
-    ``m1`` the mean of ``z^2`` and of ``|z|`` over the held-out standardised residuals
-    ``z`` of the same (calibrated) predictive (1 and ``sqrt(2/pi)`` if it were exactly
-    Gaussian). The interval bootstraps the held-out residuals.
+    ``m1`` the (weighted) mean of ``z^2`` and of ``|z|`` over the held-out standardised
+    residuals ``z`` (1 and ``sqrt(2/pi)`` if they were exactly Gaussian). With
+    importance weights (pool over labelled density ratio, :func:`density_ratio`) the
+    moments are those of the residuals the *pool* would give, not of the actively
+    chosen labels (covariate-shift correction, Shimodaira 2000; Sugiyama et al.
+    2007). The interval bootstraps the held-out residuals (with their weights).
 
     Parameters
     ----------
     fit_residuals
         Label minus the final model's mean at every labelled candidate.
     unlabelled_std
-        Calibrated predictive standard deviation at every unlabelled candidate.
+        Raw predictive standard deviation at every unlabelled candidate (the
+        moments of ``z`` carry the recalibration).
     z_heldout
-        Held-out residuals over their calibrated predictive standard deviations.
+        Held-out residuals over their raw predictive standard deviations.
+    weights
+        Optional importance weight of each held-out residual.
     """
     r = np.asarray(fit_residuals, dtype=float)
     sd = np.asarray(unlabelled_std, dtype=float)
     z = np.asarray(z_heldout, dtype=float)
     if z.size == 0:
         raise ValueError("the posterior estimate needs held-out residuals")
+    w = np.ones(z.size) if weights is None else np.asarray(weights, dtype=float)
     n_pool = r.size + sd.size
     ss_lab, sa_lab, var_un, sd_un = float(r @ r), float(np.abs(r).sum()), sd @ sd, sd.sum()
 
     def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zi = z[idx]
-        mse = (ss_lab + np.mean(zi**2, axis=1) * var_un) / n_pool
-        return np.sqrt(mse), (sa_lab + np.mean(np.abs(zi), axis=1) * sd_un) / n_pool
+        zi, wi = z[idx], w[idx]
+        total = wi.sum(axis=1)
+        m2 = (wi * zi**2).sum(axis=1) / total
+        m1 = (wi * np.abs(zi)).sum(axis=1) / total
+        return np.sqrt((ss_lab + m2 * var_un) / n_pool), (sa_lab + m1 * sd_un) / n_pool
 
     return _estimate("posterior", stat, z.size, level, rng)
 
@@ -243,35 +253,54 @@ def assess(
     rng: np.random.Generator,
     outlier_alpha: float = 0.05,
     folds: int = 5,
+    calibration: str = "variance",
+    weighted: bool = False,
 ):
     """Recalibrate the predictive on held-out residuals and estimate the pool error.
+
+    Parameters
+    ----------
+    calibration
+        The recalibration fitted on the held-out standardised residuals (a key of
+        :data:`alcampaign.science.calibration.CALIBRATIONS`).
+    weighted
+        Weight the held-out residuals by ``data.weights`` (the pool/labelled density
+        ratio) in the recalibration, its cross-fitted metrics and the posterior
+        estimate, so that they describe the pool rather than the actively chosen
+        labels (weighted quantile recalibration under covariate shift: Tibshirani,
+        Barber, Candes & Ramdas, NeurIPS 2019). ``iwcv`` always uses the weights.
 
     Returns
     -------
     calibration, metrics
-        The :class:`~alcampaign.science.calibration.VarianceCalibration` to apply to
-        every prediction, and metrics: ``rmse``/``mae`` (the chosen estimate) with
+        The :class:`~alcampaign.science.calibration.Calibration` to apply to every
+        prediction, and metrics: ``rmse``/``mae`` (the chosen estimate) with
         ``rmse_low``/``rmse_high``/``mae_low``/``mae_high``, ``cv_rmse``/``cv_mae``,
         calibration metrics (``ece`` of the recalibrated held-out residuals,
         cross-fitted; ``ece_uncalibrated``; ``miscalibration_area``; ``sharpness``;
-        ``max_std_residual`` and its n-aware threshold; ``calibration_scale``), and
-        ``accuracy``: the estimate as a dict (which method, its interval).
+        ``max_std_residual`` and its n-aware threshold; ``calibration_scale``, the
+        factor on every standard deviation), and ``accuracy``: the estimate as a dict
+        (which method, its interval).
     """
     from alcampaign.science.calibration import (
-        VarianceCalibration,
         calibration_metrics,
         cross_fitted_z,
+        fit_calibration,
         standardized,
     )
 
     if method not in ESTIMATES:
         raise ValueError(f"unknown accuracy estimate {method!r}; choose one of {ESTIMATES}")
     z_raw = standardized(data.y, data.cv_mean, data.cv_std)
-    weights = data.weights if method == "iwcv" else None
-    cal = VarianceCalibration.fit(data.y, data.cv_mean, data.cv_std, weights)
-    z_cal = cross_fitted_z(z_raw, folds, rng, weights)
-    metrics: dict = calibration_metrics(z_raw, z_cal, cal.scale * data.cv_std, outlier_alpha)
-    metrics["calibration_scale"] = cal.scale
+    if (weighted or method == "iwcv") and data.weights is None:
+        raise ValueError("importance weighting needs HeldOut.weights (density_ratio)")
+    weights = data.weights if weighted or method == "iwcv" else None
+    cal = fit_calibration(calibration, z_raw, weights)
+    z_cal = cross_fitted_z(z_raw, folds, rng, weights, calibration)
+    metrics: dict = calibration_metrics(
+        z_raw, z_cal, cal.std_factor * data.cv_std, outlier_alpha, weights
+    )
+    metrics["calibration_scale"] = cal.std_factor
     cv = residual_estimate(data.y - data.cv_mean, level, rng)
     if method == "cv":
         est = cv
@@ -283,7 +312,7 @@ def assess(
         est = residual_estimate(data.audit_residuals, level, rng, method="audit")
     else:
         est = posterior_estimate(
-            data.y - data.fit_mean, cal.scale * data.unlabelled_std, z_raw / cal.scale, level, rng
+            data.y - data.fit_mean, data.unlabelled_std, z_raw, level, rng, weights
         )
     metrics.update(
         rmse=est.rmse,
