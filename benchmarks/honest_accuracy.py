@@ -54,8 +54,14 @@ from alcampaign.science.validation import HeldOut, assess, audit_sample, density
 
 RULES = ["max_variance", "lower_confidence_bound", "random"]
 PAIRS = ["CuAu", "NiPt", "CuPt"]  # tuning pools; Ag-Au is the held-out check
-# Each estimate with (True) or without importance-weighted residual moments.
-ESTIMATE_VARIANTS = {"posterior": True, "posterior/unweighted": False, "iwcv": True, "cv": False}
+# Each estimate: (method, importance-weighted residuals, moments of the posterior's).
+ESTIMATE_VARIANTS = {
+    "posterior": ("posterior", True, "student_t"),
+    "posterior/empirical": ("posterior", True, "empirical"),
+    "posterior/unweighted": ("posterior", False, "empirical"),
+    "iwcv": ("iwcv", True, "empirical"),
+    "cv": ("cv", False, "empirical"),
+}
 ESTIMATES = list(ESTIMATE_VARIANTS)
 WEIGHTINGS = ["importance", "none"]
 # The surrogate of a campaign: the demo's (examples/cuau_emt.yaml, the defaults) or the
@@ -263,10 +269,9 @@ def evaluate(
             }
             if kind == "student_t":
                 row[name]["dof"] = cal.dof
-    for est, iw in ESTIMATE_VARIANTS.items():
-        _, m = assess(
-            weighted, est.split("/")[0], 0.9, np.random.default_rng(seed), weighted=iw
-        )
+    for est, (method, iw, moments) in ESTIMATE_VARIANTS.items():
+        rng = np.random.default_rng(seed)
+        _, m = assess(weighted, method, 0.9, rng, weighted=iw, moments=moments)
         row[est] = {
             "rmse": m["rmse"],
             "low": m["rmse_low"],
