@@ -1,25 +1,28 @@
 """Honest accuracy under active sampling: pool-wide error estimates and calibration.
 
 Fully labelled fcc binary EMT pools (``benchmarks/pools.py``; cells of up to 8 atoms;
-Cu-Pd is never used: it is the blind check) are replayed as campaigns of 40 oracle
-calls (the controller's initial design: the two end members and 8 random candidates,
-then batches of 5) with ``max_variance``,
+Cu-Pd is never used: it is the blind check; Ag-Au is the held-out check) are replayed
+as campaigns of 40 oracle calls (the controller's initial design: the two end members
+and 8 random candidates, then batches of 5) with ``max_variance``,
 ``lower_confidence_bound`` and ``random``, with the controller's own science code
 (:func:`alcampaign.science.learning.fit_and_validate` and ``select``, recalibration
-and the accuracy estimate included, every iteration). At the end each campaign's
-model is compared with the truth over the whole pool:
+and the accuracy estimate included, every iteration) and the default surrogate of a
+campaign (``--surrogate old``: the demo's former cutoffs with the isotropic model).
+At the end each campaign's model is compared with the truth over the whole pool:
 
-* every pool-wide RMSE estimate (``posterior``, ``iwcv``, ``cv``; and ``audit``, from a
-  separate replay that keeps 8 of the 40 calls as a random audit sample) as
+* every pool-wide RMSE estimate (:data:`ESTIMATE_VARIANTS`; and ``audit``, from a
+  separate replay that keeps ``--audit`` of the 40 calls as a random audit sample) as
   estimated / true RMSE and whether its 90% interval holds the true RMSE;
-* the ECE and signed miscalibration area over the *unlabelled* candidates, for the
-  recalibrated predictive (``calibrated``) and the raw one (``raw``, plain CV's).
+* the ECE, signed miscalibration area and sharpness over the *unlabelled* candidates
+  of the raw predictive and of every recalibration (``--calibrations``), fitted with
+  the density-ratio weights (the default) and without them (``/unweighted``).
 
 Prints one JSON line per campaign and a summary line; ``--table`` adds markdown
-tables. Usage::
+tables; ``--cache DIR`` keeps each replayed campaign's final state, so estimates and
+recalibrations can be compared again without replaying. Usage::
 
-    python benchmarks/honest_accuracy.py --pairs CuAu --seeds 1 --rules random   # ~10 s
-    python benchmarks/honest_accuracy.py --table                                  # minutes
+    python benchmarks/honest_accuracy.py --pairs CuAu --seeds 1 --rules random   # ~30 s
+    python benchmarks/honest_accuracy.py --audit 0 --table     # 27 campaigns, ~10 min
 """
 
 from __future__ import annotations
