@@ -218,7 +218,9 @@ class CompositionGroups:
         new = np.r_[True, np.any(Cs[1:] != Cs[:-1], axis=1)] if n else np.zeros(0, bool)
         group = np.empty(n, dtype=np.int64)
         group[order] = np.cumsum(new) - 1
-        unique, starts = Cs[new], np.flatnonzero(new)
+        # Each group's coordinates: its first member's, unrounded.
+        unique = np.asarray(coords, dtype=float)[order][new]
+        starts = np.flatnonzero(new)
         return cls(unique, group, order, starts)
 
     @property
@@ -297,12 +299,14 @@ class HullCounts:
     n_samples: int = 0
     tolerances: tuple[float, ...] = ()
     missing: np.ndarray | None = None
+    changed: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n: int, tolerances: tuple[float, ...] = ()) -> HullCounts:
         """Zero counts for ``n`` candidates."""
         tol = tuple(float(t) for t in tolerances)
-        return cls(n, np.zeros(n), tolerances=tol, missing=np.zeros((len(tol), n)))
+        return cls(n, np.zeros(n), tolerances=tol, missing=np.zeros((len(tol), n)),
+                   changed=np.zeros(len(tol)))
 
     @classmethod
     def merge(cls, parts: list[HullCounts]) -> HullCounts:
@@ -311,6 +315,7 @@ class HullCounts:
         for p in parts[1:]:
             out.on_hull += p.on_hull
             out.missing += p.missing
+            out.changed += p.changed
             out.hull_sum = out.hull_sum + p.hull_sum
             out.n_samples += p.n_samples
         return out
@@ -382,10 +387,11 @@ def count_hull_vertices(
     counts.on_hull[idx] += np.count_nonzero(on, axis=0)
     if counts.tolerances and bound is not None:
         for t, tol in enumerate(counts.tolerances):
-            deep = vertex & (bound - gmin > tol)  # (S, G): a vertex that deep below
+            deep = vertex & (bound - gmin > tol + 1e-7)  # (S, G): that deep below
             counts.missing[t, idx] += np.count_nonzero(
                 is_min & np.repeat(deep, sizes, axis=1), axis=0
             )
+            counts.changed[t] += np.count_nonzero(deep.any(axis=1))
     counts.hull_sum = counts.hull_sum + hull.sum(axis=0)
     counts.n_samples += E.shape[0]
 
@@ -444,6 +450,10 @@ class GroundStateEstimate:
     contender_bound
         ``(len(contenders),)`` the labelled hull at each contender, less ``shift``
         (``inf`` where undefined): every sampled hull lies at or below it.
+    changed_at
+        At each tolerance counted, the fraction of samples whose hull lies more than
+        it below the labelled hull somewhere (``P(the labelled hull is off by more
+        than the tolerance)``, at most the expected number of missing ground states).
     """
 
     p_on_hull: np.ndarray
@@ -457,6 +467,7 @@ class GroundStateEstimate:
     p_missing: np.ndarray | None = field(default=None, repr=False)
     missing_at: dict[float, float] = field(default_factory=dict)
     contender_bound: np.ndarray | None = field(default=None, repr=False)
+    changed_at: dict[float, float] = field(default_factory=dict)
 
     @property
     def _p(self) -> np.ndarray:
@@ -633,7 +644,9 @@ def estimate_ground_states(
     # Work relative to an affine function of composition, in single precision.
     ref = affine_reference(coords_all, mean)
     base = (np.where(labelled, labels, mean) - ref)[keep].astype(np.float32)
-    gbound = np.minimum.reduceat((bound - ref)[keep], groups.starts)  # one value a group
+    # The labelled hull (no higher than a group's own labels) at each group.
+    lab_bound = np.minimum(bound, np.where(labelled, labels, np.inf)) - ref
+    gbound = np.minimum.reduceat(lab_bound[keep], groups.starts).astype(np.float32)
     XRk = XR[keep].astype(np.float32)
     urow = _row_classes(X[keep])
     shared = urow.size and int(urow.max()) + 1 < urow.size  # identical rows share noise
@@ -702,7 +715,7 @@ def estimate_ground_states(
     by_index = np.argsort(keep[cont], kind="stable")  # contenders in index order
     return _estimate_from_counts(
         counts, keep, cont[by_index], samples[:, by_index], groups,
-        np.where(labelled, labels, mean) - ref, coords_all, labelled, ref, bound - ref,
+        np.where(labelled, labels, mean) - ref, coords_all, labelled, ref, lab_bound,
     )
 
 
@@ -738,10 +751,11 @@ def _estimate_from_counts(
     p_missing[:, keep] = counts.missing / s
     p_missing[:, labelled] = 0.0
     missing_at = {t: float(p_missing[i].sum()) for i, t in enumerate(counts.tolerances)}
+    changed_at = {t: float(counts.changed[i] / s) for i, t in enumerate(counts.tolerances)}
     return GroundStateEstimate(
         p, distance, labelled, counts.n_samples, keep[cont], samples, ref[keep[cont]],
         tolerance=counts.tolerances[0], p_missing=p_missing[0], missing_at=missing_at,
-        contender_bound=shifted_bound[keep[cont]],
+        contender_bound=shifted_bound[keep[cont]], changed_at=changed_at,
     )
 
 
