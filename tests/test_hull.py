@@ -351,3 +351,59 @@ def test_hull_tolerance_is_validated():
         )
     config = CampaignConfig.model_validate({"name": "t", "system": {"structure": "x.cif"}})
     assert config.stopping.hull_tolerance == 0.005
+
+
+def _ternary_pool(n: int = 1500, seed: int = 0):
+    """Compositions of cells of up to 12 atoms of a ternary (many on the edges and on
+    lines inside the triangle), pure elements at 0 and random energies below."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 13, n)
+    a = np.floor(rng.random(n) * (sizes + 1))
+    b = np.floor(rng.random(n) * (sizes - a + 1))
+    comps = np.column_stack([a, b, sizes - a - b]) / sizes[:, None]
+    comps = np.vstack([np.eye(3), comps[comps.max(axis=1) < 1 - 1e-9]])  # one per corner
+    e = rng.normal(-0.05, 0.04, len(comps)) * (comps.max(axis=1) < 1 - 1e-9)
+    return comps, e
+
+
+def _pymatgen_stable(comps: np.ndarray, e: np.ndarray) -> np.ndarray:
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
+
+    entries = [PDEntry(Composition(dict(zip(("Li", "Fe", "O"), 12 * c, strict=True))), 12 * ei)
+               for c, ei in zip(comps, e, strict=True)]
+    pd = PhaseDiagram(entries)
+    return np.array([en in pd.stable_entries for en in entries]), pd, entries
+
+
+def test_sampled_ternary_vertices_match_pymatgen():
+    """With no posterior spread every sample is the same: P(on hull) is 1 exactly on
+    pymatgen's stable entries and 0 elsewhere, though many compositions lie on the
+    triangle's edges and on lines through it (no vertex from round-off)."""
+    comps, e = _ternary_pool()
+    n = len(e)
+    labels = np.full(n, np.nan)
+    labels[:3] = 0.0
+    est = estimate_ground_states(e, np.zeros((n, 1)), np.zeros((1, 1)), comps, labels, 8,
+                                 np.random.default_rng(0))
+    stable, _, _ = _pymatgen_stable(comps, e)
+    assert np.array_equal(est.p_on_hull == 1.0, stable)
+    assert set(np.unique(est.p_on_hull)) <= {0.0, 1.0}
+
+
+def test_labelled_hull_bound_is_the_labelled_hull_in_a_ternary():
+    from alcampaign.science.hull import upper_bound_of_hulls
+
+    comps, e = _ternary_pool(300, seed=1)
+    coords = composition_coordinates(comps)
+    lab = np.r_[0, 1, 2, np.arange(3, len(e), 3)]
+    bound = upper_bound_of_hulls(coords, coords[lab], e[lab])
+    _, pd, entries = _pymatgen_stable(comps[lab], e[lab])
+    pd_hull = np.array([e[i] - pd.get_e_above_hull(en) for i, en in zip(lab, entries,
+                                                                        strict=True)])
+    assert np.allclose(bound[lab], pd_hull, atol=1e-8)
+    from pymatgen.core import Composition
+
+    hull_lab = np.array([pd.get_hull_energy_per_atom(Composition(dict(zip(
+        ("Li", "Fe", "O"), 12 * c, strict=True)))) for c in comps])
+    assert np.allclose(bound, hull_lab, atol=1e-8)

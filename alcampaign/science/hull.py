@@ -488,14 +488,13 @@ class GroundStateEstimate:
 
 
 def upper_bound_of_hulls(
-
     coords: np.ndarray, labelled_coords: np.ndarray, labelled_energies: np.ndarray
 ) -> np.ndarray:
     """The hull of the labelled points, at ``coords``: an upper bound of every sampled hull.
 
     Every sample holds the labelled candidates at their labels, so its lower hull lies
-    at or below theirs wherever theirs is defined; outside the labelled compositions'
-    range the bound is ``+inf``.
+    at or below theirs wherever theirs is defined (the labelled hull's facets, exact in
+    any dimension); outside the labelled compositions' span the bound is ``+inf``.
     """
     coords = np.asarray(coords, dtype=float)
     out = np.full(coords.shape[0], np.inf)
@@ -515,13 +514,15 @@ def upper_bound_of_hulls(
         return out
     if vc.shape[0] <= r:
         return out
-    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import Delaunay
 
-    try:
-        bound = LinearNDInterpolator(vc, ve, fill_value=np.inf)(coords)
+    try:  # inside the labelled compositions' span: the labelled hull's facets
+        inside = Delaunay(vc).find_simplex(coords, tol=1e-9) >= 0
     except QhullError:
         return out
-    return np.where(np.isfinite(bound), bound + 1e-9, np.inf)
+    _, hull = lower_hull(vc, ve, coords[inside])
+    out[inside] = hull + 1e-9
+    return out
 
 
 def _row_classes(X: np.ndarray, decimals: int = 10) -> np.ndarray:
