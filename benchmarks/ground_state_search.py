@@ -160,11 +160,19 @@ def stop_record(row: dict, calls: int | None) -> dict | None:
             "after_last": after}
 
 
+def first_within(row: dict, tolerance: float) -> int | None:
+    """Calls when the labelled hull first lay within ``tolerance`` of the true hull."""
+    return next((r["calls"] for r in row["trace"] if r["hull_error"] <= tolerance + 1e-9),
+                None)
+
+
 def summarise(rows: list[dict], budget: int) -> dict:
     """Median and worst calls to every ground state, and how the stopping rule did at
-    each tolerance (``complete``: stopped with every ground state labelled;
+    each tolerance: ``complete``: stopped with every ground state labelled;
     ``hull_within_tolerance``: stopped with the labelled hull within the tolerance of
-    the true hull everywhere)."""
+    the true hull everywhere; ``calls_to_within``: calls until it first was (median,
+    worst; the budget when never); ``after_within``: calls the stop came after that
+    (median, worst), ``within_10`` how often at most 10."""
     calls = [r["calls_all"] if r["calls_all"] is not None else budget for r in rows]
     out = {
         "pair": rows[0]["pair"], "rule": rows[0]["rule"], "batch": rows[0]["batch"],
@@ -178,18 +186,20 @@ def summarise(rows: list[dict], budget: int) -> dict:
     if not rows[0]["stopping"]:
         return out
     for t in TOLERANCES:
-        stops = [r["stops"][str(t)] for r in rows]
-        stopped = [s for s in stops if s is not None]
-        after = [s["after_last"] for s in stopped if s["after_last"] is not None]
+        stops = [(r, r["stops"][str(t)]) for r in rows]
+        stopped = [(r, s) for r, s in stops if s is not None]
+        within = [first_within(r, t) or budget for r in rows]
+        good = [(r, s) for r, s in stopped if s["hull_error"] <= t + 1e-9]
+        after = [s["calls"] - first_within(r, t) for r, s in good]
         out["stopping"][str(t)] = {
             "stopped": len(stopped),
-            "complete": sum(s["missing"] == 0 for s in stopped),
-            "hull_within_tolerance": sum(s["hull_error"] <= t + 1e-9 for s in stopped),
-            "complete_within_10": sum(a <= 10 for a in after),
-            "median_after_last": float(np.median(after)) if after else None,
-            "worst_after_last": int(max(after)) if after else None,
-            "median_stop_calls": float(np.median([s["calls"] for s in stopped]))
+            "complete": sum(s["missing"] == 0 for _, s in stopped),
+            "hull_within_tolerance": len(good),
+            "median_stop_calls": float(np.median([s["calls"] for _, s in stopped]))
             if stopped else None,
+            "calls_to_within": [float(np.median(within)), int(max(within))],
+            "after_within": [float(np.median(after)), int(max(after))] if after else None,
+            "within_10": sum(a <= 10 for a in after),
         }
     return out
 
@@ -253,10 +263,15 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.005,
                     help="hull tolerance (eV/atom, one of TOLERANCES) shown in the table")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--summarise", metavar="JSONL",
+                    help="only print the summaries and tables of runs written earlier")
     ap.add_argument("--speed", action="store_true")
     args = ap.parse_args()
     if args.speed:
         print(json.dumps(speed(n_samples=args.samples)), flush=True)
+        return
+    if args.summarise:
+        resummarise(args.summarise, args.budget, args.tolerance)
         return
     summaries = []
     for pair in args.pairs:
@@ -283,24 +298,45 @@ def main() -> None:
         print_table(summaries, args.tolerance)
 
 
+def resummarise(path: str, budget: int, tolerance: float) -> None:
+    """Summaries and tables of the runs in a JSON-lines file of this script."""
+    rows = [json.loads(line) for line in open(path) if line.startswith('{"pair"')]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pair"], r["batch"], r["rule"]), []).append(r)
+    summaries = []
+    for (pair, _, _), runs in groups.items():
+        s = summarise(runs, budget)
+        s["n_ground_states"] = len(pools.load(pair)["ground_states"])
+        summaries.append(s)
+        print(json.dumps({"summary": s}))
+    print_table(summaries, tolerance)
+
+
 def print_table(summaries: list[dict], tolerance: float) -> None:
     """Markdown: calls to every ground state and the stopping rule at ``tolerance``."""
-    print(f"\n| pool (ground states) | batch | rule | median calls to all | worst | "
-          f"stopped (tolerance {1000 * tolerance:g} meV/atom) | complete | hull within "
-          "tolerance | complete, <= 10 calls after the last | median calls after the last |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| pool (ground states) | batch | rule | median calls to all | worst |")
+    print("|---|---|---|---|---|")
     for s in summaries:
         miss = f" ({s['not_reached']} not reached)" if s["not_reached"] else ""
-        stop = "n/a | n/a | n/a | n/a | n/a"
-        st = s["stopping"].get(str(tolerance))
-        if st:
-            n = s["seeds"]
-            med = st["median_after_last"]
-            stop = (f"{st['stopped']}/{n} | {st['complete']}/{n} | "
-                    f"{st['hull_within_tolerance']}/{n} | {st['complete_within_10']}/{n} | "
-                    f"{'-' if med is None else f'{med:g}'}")
         print(f"| {s['pair']} ({s['n_ground_states']}) | {s['batch']} | {s['rule']} | "
-              f"{s['median_calls']:g} | {s['worst_calls']}{miss} | {stop} |")
+              f"{s['median_calls']:g} | {s['worst_calls']}{miss} |")
+    meV = f"{1000 * tolerance:g} meV/atom"
+    print(f"\n| pool | batch | rule | calls until the labelled hull is within {meV} "
+          "(median, worst) | stopped | hull within it at the stop | every ground state "
+          "labelled at the stop | stop calls (median) | calls after the hull was within "
+          "(median, worst) | <= 10 after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s in summaries:
+        st = s["stopping"].get(str(tolerance))
+        if not st:
+            continue
+        n = s["seeds"]
+        w, a = st["calls_to_within"], st["after_within"]
+        print(f"| {s['pair']} | {s['batch']} | {s['rule']} | {w[0]:g}, {w[1]} | "
+              f"{st['stopped']}/{n} | {st['hull_within_tolerance']}/{n} | "
+              f"{st['complete']}/{n} | {st['median_stop_calls'] or '-'} | "
+              f"{'-' if a is None else f'{a[0]:g}, {a[1]}'} | {st['within_10']}/{n} |")
 
 
 if __name__ == "__main__":
