@@ -11,15 +11,19 @@ each sample's lower hull and count, for every candidate, how often it is a verte
 
 * ``p_on_hull``: the Monte Carlo estimate of P(candidate is a ground state);
 * ``hull_distance``: the posterior mean of ``E - hull(composition)`` (eV/atom);
-* ``expected_missing``: the expected number of ground states not yet labelled,
-  ``sum(p_on_hull)`` over unlabelled candidates (the stopping criterion
-  ``missing_ground_states``).
+* ``expected_missing``: the expected number of ground states not yet labelled that
+  lie more than a tolerance below the hull of the labelled candidates (the stopping
+  criterion ``missing_ground_states`` with ``hull_tolerance``; with tolerance 0,
+  ``sum(p_on_hull)`` over unlabelled candidates).
 
 Hulls are built in as many dimensions as the compositions span (scipy's Qhull; a
 monotone chain for binaries). Only the lowest energy at each composition can be a
 vertex, so each sample's hull is built over the per-composition minima, found for a
 whole block of samples at once with ``np.minimum.reduceat``: the per-sample cost
-depends on the number of distinct compositions, not of candidates.
+depends on the number of distinct compositions, not of candidates. Every sampled hull
+lies at or below the hull of the labelled candidates, so candidates that cannot reach
+it are not sampled and compositions whose sampled minimum lies above it do not enter
+that sample's hull. Blocks of samples run on threads, each from its own seed.
 
 Hull energies do not depend on the reference energies of the end members (formation
 energy is an affine function of energy per atom at fixed composition), so energies per
