@@ -471,6 +471,16 @@ class StoppingConfig(_Strict):
         description="Stop when the expected number of convex-hull ground states not yet "
         "labelled (from the sampled hulls) is below this, from min_labels oracle calls on.",
     )
+    hull_tolerance: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="eV/atom. For missing_ground_states, an unlabelled candidate counts "
+        "as a missing ground state in a sampled hull only when it is a vertex of it more "
+        "than this below the hull of the labelled candidates: polymorphs that would move "
+        "the hull by less (near-degenerate orderings, within the surrogate's and the "
+        "oracle's accuracy) do not hold the campaign. 0 counts every unlabelled vertex.",
+    )
     max_failure_fraction: float = Field(
         0.5,
         ge=0,
@@ -797,7 +807,7 @@ def stopping_thresholds(config: CampaignConfig):
             exclude={
                 "cv_folds", "accuracy_estimate", "accuracy_level", "audit_size",
                 "calibration", "calibration_weighting",
-                "missing_ground_states",
+                "missing_ground_states", "hull_tolerance",
             }
         )
     )

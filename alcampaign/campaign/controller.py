@@ -75,6 +75,7 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         cheap_cost=config.oracle.cheap.cost if config.oracle.cheap else None,
         n_samples=config.acquisition.n_samples,
         missing_ground_states=config.stopping.missing_ground_states,
+        hull_tolerance=config.stopping.hull_tolerance,
         min_labels=config.stopping.min_labels,
     )
 

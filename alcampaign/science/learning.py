@@ -95,6 +95,10 @@ class LearningSettings:
         Stop when the expected number of unlabelled hull ground states is below this
         (``None``: off); hulls are sampled when this is set or the rule is
         ``ground_state``.
+    hull_tolerance
+        eV/atom: a sampled hull's unlabelled vertex counts as a missing ground state
+        only when it lies more than this below the labelled hull
+        (:func:`~alcampaign.science.hull.estimate_ground_states`).
     min_labels
         The missing-ground-states criterion counts from this many oracle calls.
     """
@@ -125,6 +129,7 @@ class LearningSettings:
     cheap_cost: float | None = None
     n_samples: int = 1000
     missing_ground_states: float | None = None
+    hull_tolerance: float = 0.0
     min_labels: int = 0
 
     @property
@@ -439,6 +444,7 @@ def ground_states(
     compositions: np.ndarray,
     members: np.ndarray,
     rng: np.random.Generator,
+    report_tolerances: tuple[float, ...] = (),
 ) -> GroundStateEstimate:
     """Sampled hulls over the candidates ``members`` (labelled ones at their labels).
 
@@ -449,6 +455,9 @@ def ground_states(
     members
         Indices of the candidates that enter the hulls (labelled or still askable:
         failed ones can never be labelled, so they are left out).
+    report_tolerances
+        Further hull tolerances (eV/atom) at which to count the expected missing
+        ground states too (:attr:`GroundStateEstimate.missing_at`).
 
     Returns
     -------
@@ -465,6 +474,8 @@ def ground_states(
         settings.n_samples,
         rng,
         fitted.model.noise_variance(),
+        tolerance=settings.hull_tolerance,
+        report_tolerances=report_tolerances,
     )
 
 
