@@ -151,14 +151,27 @@ class _JobFailures(logging.Handler):
             self.messages.append(message)
 
 
-def _apply_resources(config, workers: int | None) -> None:
+def _apply_resources(config, workers: int | None):
     """The thread/process policy for this run (alcampaign.campaign.resources)."""
     from alcampaign.campaign.resources import prepare
 
     try:
-        prepare(config, workers)
+        return prepare(config, workers)
     except (ConfigError, ValueError) as exc:
         raise _fail(f"resources: {exc}") from None
+
+
+def _prewarm(resources, oracle: dict) -> None:
+    """Start the oracle batches' worker processes now (campaign run here, under its lease).
+
+    They import the oracle's module while the campaign enumerates and prescreens.
+    """
+    from alcampaign.campaign.parallel import prewarm
+
+    makers = [oracle.get("maker"), (oracle.get("cheap") or {}).get("maker")]
+    modules = tuple(m.rpartition(".")[0] for m in makers if m and "." in m)
+    if modules:
+        prewarm(resources.workers, resources.threads_per_process, modules)
 
 
 def execute(flow, job_store, name: str, stores, runner=None) -> dict:
@@ -350,7 +363,7 @@ def run(
     except EnumerationError as exc:
         raise _fail(str(exc)) from None
     job_store, stores = open_stores(store)
-    _apply_resources(cfg.resources, workers)
+    resources = _apply_resources(cfg.resources, workers)
     flow = campaign_flow(cfg, parent)
     if manager != "local" and not launch:  # only submitted: the workers' controllers lease
         _new_name(stores, cfg.name)
@@ -364,6 +377,8 @@ def run(
     ):
         _new_name(stores, cfg.name)
     with lease.campaign_lease(stores, cfg.name, owner, created=True):
+        if manager == "local":
+            _prewarm(resources, config_doc["oracle"])
         _dispatch(flow, manager, setup, job_store, cfg.name, stores, store, jfr)
 
 
@@ -731,13 +746,16 @@ def resume(
     setup = prepare_manager(manager, store, launchpad, launch, jfr)
     job_store, stores = open_stores(store, must_exist=name)
     doc = stores.require_campaign(name)
-    _apply_resources((doc.get("config") or {}).get("resources"), workers)
+    config = doc.get("config") or {}
+    resources = _apply_resources(config.get("resources"), workers)
     if manager != "local" and not launch:
         _resume(name, store, manager, setup, job_store, stores, doc, jfr)
         return
     try:
         with lease.campaign_lease(stores, name, wait=float("inf") if wait else 0.0):
             doc = stores.require_campaign(name)  # as the previous holder left it
+            if doc["state"] == "running":
+                _prewarm(resources, config.get("oracle") or {})
             _resume(name, store, manager, setup, job_store, stores, doc, jfr)
     except lease.LeaseBusy as busy:
         console.print(

@@ -438,6 +438,18 @@ class StoppingConfig(_Strict):
     accuracy_level: float = Field(
         0.9, gt=0, lt=1, description="Coverage of the accuracy estimate's interval."
     )
+    calibration: Literal["variance", "student_t", "isotonic"] = Field(
+        "variance",
+        description="Recalibration of every prediction, fitted on the cross-validated "
+        "residuals: variance (one factor on sigma, stays Gaussian), student_t (scaled "
+        "Student t, heavy tails), isotonic (quantile recalibration, Kuleshov et al. 2018).",
+    )
+    calibration_weighting: Literal["importance", "none"] = Field(
+        "importance",
+        description="importance: weight the cross-validated residuals by the pool/labelled "
+        "density ratio in the recalibration, the ECE and the posterior estimate, so they "
+        "describe the pool and not only where the acquisition rule looked; none: unweighted.",
+    )
     audit_size: int = Field(
         0,
         ge=0,
@@ -458,6 +470,16 @@ class StoppingConfig(_Strict):
         gt=0,
         description="Stop when the expected number of convex-hull ground states not yet "
         "labelled (from the sampled hulls) is below this, from min_labels oracle calls on.",
+    )
+    hull_tolerance: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="eV/atom. For missing_ground_states, an unlabelled candidate counts "
+        "as a missing ground state in a sampled hull only when it is a vertex of it more "
+        "than this below the hull of the labelled candidates: polymorphs that would move "
+        "the hull by less (near-degenerate orderings, within the surrogate's and the "
+        "oracle's accuracy) do not hold the campaign. 0 counts every unlabelled vertex.",
     )
     max_failure_fraction: float = Field(
         0.5,
@@ -784,7 +806,8 @@ def stopping_thresholds(config: CampaignConfig):
         **config.stopping.model_dump(
             exclude={
                 "cv_folds", "accuracy_estimate", "accuracy_level", "audit_size",
-                "missing_ground_states",
+                "calibration", "calibration_weighting",
+                "missing_ground_states", "hull_tolerance",
             }
         )
     )

@@ -8,16 +8,19 @@ pool, rule, batch setting and seed it records
 
 * ``calls_all``: oracle calls (the initial design included) when every true ground
   state (vertex of the EMT hull) is labelled; the budget when never;
-* ``stop_calls``: calls when ``missing_ground_states`` (expected number of ground
-  states not yet labelled < ``--missing``, from ``min_labels`` calls on) first holds,
-  ``stop_missing`` how many true ground states were unlabelled then, and
-  ``stop_after_last`` the calls spent after the last one was found.
+* ``stops``: for each hull tolerance of :data:`TOLERANCES` (``stopping.hull_tolerance``),
+  the calls when ``missing_ground_states`` (expected number of missing ground states
+  < ``--missing``, from ``min_labels`` calls on) first holds, how many true ground
+  states were unlabelled then (``missing``), how far the labelled hull lay above the
+  true one (``hull_error``, eV/atom) and the calls spent after the last ground state
+  was found (``after_last``);
+* ``trace``: those numbers on every iteration.
 
 Every rule sees the same initial design for a seed. Prints one JSON line per run and
 one per (pool, batch, rule) summary; ``--table`` adds a markdown table. Usage::
 
-    python benchmarks/ground_state_search.py --pairs CuAu --seeds 2 --rules ground_state
-    python benchmarks/ground_state_search.py --table        # every pool, 10 seeds (long)
+    python benchmarks/ground_state_search.py --pairs NiPt --seeds 2 --rules ground_state
+    python benchmarks/ground_state_search.py --table        # NiPt CuPt AlAg, 10 seeds (long)
 
 The ``--speed`` mode times one ``ground_state`` decision on a synthetic pool (1,000
 samples, 100,000 candidates, d = 64) instead.
@@ -34,6 +37,7 @@ import pools
 
 from alcampaign.campaign.controller import learning_settings
 from alcampaign.config import CampaignConfig
+from alcampaign.science.hull import hull_energies
 from alcampaign.science.learning import (
     TrainingData,
     fit_and_validate,
@@ -68,9 +72,28 @@ def featurize(pool: dict, cutoffs: list[float]) -> np.ndarray:
     return feat.featurize([o.atoms for o in pool["orderings"]])
 
 
+TOLERANCES = (0.0, 0.001, 0.002, 0.005, 0.01)  # eV/atom, counted on every iteration
+
+
+def labelled_hull_error(comps: np.ndarray, emt: np.ndarray, asked: list[int],
+                        true_hull: np.ndarray) -> float:
+    """How far the hull of the labelled candidates lies above the true hull (the
+    largest gap over the pool's compositions, eV/atom; 0 once every ground state is
+    labelled)."""
+    lab = hull_energies(comps[asked], emt[asked], comps)
+    return float(np.max(lab - true_hull))
+
+
 def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
            stopping: bool = True) -> dict:
     """One campaign against the labelled pool; returns its counts.
+
+    Every iteration records the expected number of missing ground states at each of
+    :data:`TOLERANCES` (one set of samples; the rule's picks do not depend on the
+    tolerance), the number of true ground states unlabelled and how far the labelled
+    hull lies above the true one, so the stopping rule is evaluated at every tolerance
+    from one run. The run ends at the budget, or once every ground state is labelled
+    and the criterion has held at every tolerance but 0.
 
     With ``stopping`` false the hulls are sampled only where the rule needs them and
     the stopping criterion is not followed (faster for rules that do not sample)."""
@@ -78,12 +101,14 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
     settings = learning_settings(config)  # what the controller's decide() gets
     emt, x = pool["emt"], pool["x"]
     comps = np.column_stack([1 - x, x])
+    true_hull = hull_energies(comps, emt)
     truth = set(pool["ground_states"].tolist())
     n = len(emt)
     rng = np.random.default_rng(seed)
     asked, _ = initial_design(n_initial, n, np.random.default_rng(seed), comps, pool["chgnet"])
     out = {"pair": pool["pair"], "rule": rule, "seed": seed, "batch": batch,
-           "calls_all": None, "stop_calls": None, "stop_missing": None, "stopping": stopping}
+           "calls_all": None, "stopping": stopping, "trace": []}
+    stops: dict[float, int] = {}
     min_labels = config.stopping.min_labels
     while True:
         calls = len(asked)
@@ -96,14 +121,21 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
         available = np.isnan(labels)
         members = np.arange(n)
         est = None
-        if rule == "ground_state" or (stopping and out["stop_calls"] is None):
-            est = ground_states(settings, fitted, X, labels, comps, members, rng)
-        if est is not None and out["stop_calls"] is None and calls >= min_labels \
-                and est.expected_missing < missing:
-            out["stop_calls"] = calls
-            out["stop_missing"] = len(truth - set(asked))
-            out["stop_expected"] = round(est.expected_missing, 4)
-        done = out["stop_calls"] is not None or not stopping
+        if rule == "ground_state" or stopping:
+            est = ground_states(settings, fitted, X, labels, comps, members, rng,
+                                report_tolerances=TOLERANCES)
+        if est is not None and stopping:
+            at = [round(est.missing_at[t], 4) for t in TOLERANCES]
+            out["trace"].append({
+                "calls": calls, "missing_at": at,
+                "changed_at": [round(est.changed_at[t], 4) for t in TOLERANCES],
+                "unlabelled": len(truth - set(asked)),
+                "hull_error": round(labelled_hull_error(comps, emt, asked, true_hull), 5),
+                "noise_sd": round(float(np.sqrt(fitted.model.noise_variance())), 5)})
+            for t, m in zip(TOLERANCES, at, strict=True):
+                if t not in stops and calls >= min_labels and m < missing:
+                    stops[t] = calls
+        done = not stopping or all(t in stops for t in TOLERANCES if t > 0)
         if (out["calls_all"] is not None and done) or calls >= budget:
             break
         k = min(batch, budget - calls)
@@ -112,33 +144,64 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
             labels=labels, hull=None if est is None else (members, est),
         )
         asked += [r.index for r in requests]
-    if out["calls_all"] is not None and out["stop_calls"] is not None:
-        out["stop_after_last"] = out["stop_calls"] - out["calls_all"]
+    out["stops"] = {str(t): stop_record(out, stops.get(t)) for t in TOLERANCES}
     return out
 
 
+def stop_record(row: dict, calls: int | None) -> dict | None:
+    """What the campaign had when the criterion first held at ``calls`` (None: never)."""
+    if calls is None:
+        return None
+    at = next(r for r in row["trace"] if r["calls"] == calls)
+    after = None
+    if row["calls_all"] is not None and row["calls_all"] <= calls:
+        after = calls - row["calls_all"]
+    return {"calls": calls, "missing": at["unlabelled"], "hull_error": at["hull_error"],
+            "after_last": after}
+
+
+def first_within(row: dict, tolerance: float) -> int | None:
+    """Calls when the labelled hull first lay within ``tolerance`` of the true hull."""
+    return next((r["calls"] for r in row["trace"] if r["hull_error"] <= tolerance + 1e-9),
+                None)
+
+
 def summarise(rows: list[dict], budget: int) -> dict:
-    """Median and worst calls to every ground state, and how the stopping rule did."""
+    """Median and worst calls to every ground state, and how the stopping rule did at
+    each tolerance: ``complete``: stopped with every ground state labelled;
+    ``hull_within_tolerance``: stopped with the labelled hull within the tolerance of
+    the true hull everywhere; ``calls_to_within``: calls until it first was (median,
+    worst; the budget when never); ``after_within``: calls the stop came after that
+    (median, worst), ``within_10`` how often at most 10."""
     calls = [r["calls_all"] if r["calls_all"] is not None else budget for r in rows]
-    stopped = [r for r in rows if r["stop_calls"] is not None]
-    early = [r for r in stopped if r["stop_missing"]]
-    after = [r["stop_after_last"] for r in stopped if "stop_after_last" in r
-             and not r["stop_missing"]]
-    if not rows[0]["stopping"]:
-        stopped, early, after = [], [], []
-    return {
+    out = {
         "pair": rows[0]["pair"], "rule": rows[0]["rule"], "batch": rows[0]["batch"],
         "stopping_followed": rows[0]["stopping"],
         "seeds": len(rows),
         "median_calls": float(np.median(calls)),
         "worst_calls": int(max(calls)),
         "not_reached": sum(r["calls_all"] is None for r in rows),
-        "stopped": len(stopped),
-        "stopped_missing": len(early),
-        "stopped_complete_within_10": sum(a <= 10 for a in after),
-        "median_after_last": float(np.median(after)) if after else None,
-        "worst_after_last": int(max(after)) if after else None,
+        "stopping": {},
     }
+    if not rows[0]["stopping"]:
+        return out
+    for t in TOLERANCES:
+        stops = [(r, r["stops"][str(t)]) for r in rows]
+        stopped = [(r, s) for r, s in stops if s is not None]
+        within = [first_within(r, t) or budget for r in rows]
+        good = [(r, s) for r, s in stopped if s["hull_error"] <= t + 1e-9]
+        after = [s["calls"] - first_within(r, t) for r, s in good]
+        out["stopping"][str(t)] = {
+            "stopped": len(stopped),
+            "complete": sum(s["missing"] == 0 for _, s in stopped),
+            "hull_within_tolerance": len(good),
+            "median_stop_calls": float(np.median([s["calls"] for _, s in stopped]))
+            if stopped else None,
+            "calls_to_within": [float(np.median(within)), int(max(within))],
+            "after_within": [float(np.median(after)), int(max(after))] if after else None,
+            "within_10": sum(a <= 10 for a in after),
+        }
+    return out
 
 
 def speed(n: int = 100_000, d: int = 64, n_samples: int = 1000, seed: int = 0) -> dict:
@@ -186,7 +249,7 @@ def speed(n: int = 100_000, d: int = 64, n_samples: int = 1000, seed: int = 0) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", nargs="*", default=["CuAu", "AgAu", "AlAu", "PdPt"])
+    ap.add_argument("--pairs", nargs="*", default=["NiPt", "CuPt", "AlAg"])
     ap.add_argument("--rules", nargs="*", default=RULES)
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 5])
     ap.add_argument("--seeds", type=int, default=10)
@@ -197,11 +260,18 @@ def main() -> None:
     ap.add_argument("--stopping-rules", nargs="*",
                     default=["ground_state", "lower_confidence_bound"],
                     help="rules whose runs also follow missing_ground_states")
+    ap.add_argument("--tolerance", type=float, default=0.005,
+                    help="hull tolerance (eV/atom, one of TOLERANCES) shown in the table")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--summarise", metavar="JSONL",
+                    help="only print the summaries and tables of runs written earlier")
     ap.add_argument("--speed", action="store_true")
     args = ap.parse_args()
     if args.speed:
         print(json.dumps(speed(n_samples=args.samples)), flush=True)
+        return
+    if args.summarise:
+        resummarise(args.summarise, args.budget, args.tolerance)
         return
     summaries = []
     for pair in args.pairs:
@@ -225,17 +295,48 @@ def main() -> None:
                 summaries.append(s)
                 print(json.dumps({"summary": s}), flush=True)
     if args.table:
-        print("\n| pool (ground states) | batch | rule | median calls to all | worst | "
-              "stopped with one missing | stopped complete, <= 10 calls after |")
-        print("|---|---|---|---|---|---|---|")
-        for s in summaries:
-            miss = f" ({s['not_reached']} not reached)" if s["not_reached"] else ""
-            stop = "n/a | n/a"
-            if s["stopping_followed"]:
-                stop = (f"{s['stopped_missing']}/{s['seeds']} | "
-                        f"{s['stopped_complete_within_10']}/{s['seeds']}")
-            print(f"| {s['pair']} ({s['n_ground_states']}) | {s['batch']} | {s['rule']} | "
-                  f"{s['median_calls']:g} | {s['worst_calls']}{miss} | {stop} |")
+        print_table(summaries, args.tolerance)
+
+
+def resummarise(path: str, budget: int, tolerance: float) -> None:
+    """Summaries and tables of the runs in a JSON-lines file of this script."""
+    rows = [json.loads(line) for line in open(path) if line.startswith('{"pair"')]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pair"], r["batch"], r["rule"]), []).append(r)
+    summaries = []
+    for (pair, _, _), runs in groups.items():
+        s = summarise(runs, budget)
+        s["n_ground_states"] = len(pools.load(pair)["ground_states"])
+        summaries.append(s)
+        print(json.dumps({"summary": s}))
+    print_table(summaries, tolerance)
+
+
+def print_table(summaries: list[dict], tolerance: float) -> None:
+    """Markdown: calls to every ground state and the stopping rule at ``tolerance``."""
+    print("\n| pool (ground states) | batch | rule | median calls to all | worst |")
+    print("|---|---|---|---|---|")
+    for s in summaries:
+        miss = f" ({s['not_reached']} not reached)" if s["not_reached"] else ""
+        print(f"| {s['pair']} ({s['n_ground_states']}) | {s['batch']} | {s['rule']} | "
+              f"{s['median_calls']:g} | {s['worst_calls']}{miss} |")
+    meV = f"{1000 * tolerance:g} meV/atom"
+    print(f"\n| pool | batch | rule | calls until the labelled hull is within {meV} "
+          "(median, worst) | stopped | hull within it at the stop | every ground state "
+          "labelled at the stop | stop calls (median) | calls after the hull was within "
+          "(median, worst) | <= 10 after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s in summaries:
+        st = s["stopping"].get(str(tolerance))
+        if not st:
+            continue
+        n = s["seeds"]
+        w, a = st["calls_to_within"], st["after_within"]
+        print(f"| {s['pair']} | {s['batch']} | {s['rule']} | {w[0]:g}, {w[1]} | "
+              f"{st['stopped']}/{n} | {st['hull_within_tolerance']}/{n} | "
+              f"{st['complete']}/{n} | {st['median_stop_calls'] or '-'} | "
+              f"{'-' if a is None else f'{a[0]:g}, {a[1]}'} | {st['within_10']}/{n} |")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ def test_hull_plot_shows_the_unlabelled_candidates_as_predicted(served):
     cut = _nearest_predicted(pred, keep=3)
     assert cut["n_total"] == len(pred["ids"]) and len(cut["ids"]) == 3
     assert cut["e_above_hull"] == sorted(pred["e_above_hull"])[:3]
+    with_p = {**pred, "p_on_hull": [0.01 * i for i in range(len(pred["ids"]))]}
+    cut = _nearest_predicted(with_p, keep=3)  # P(on hull) stays with its candidate
+    assert cut["p_on_hull"] == [with_p["p_on_hull"][pred["ids"].index(c)] for c in cut["ids"]]
 
 
 def test_candidate_table_pages_joins_labels_and_predicts(served):

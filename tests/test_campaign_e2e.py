@@ -273,7 +273,9 @@ def test_every_rule_runs_a_campaign(overrides, memory_store, write_config, tmp_p
 def test_ground_state_campaign_records_hulls(memory_store, write_config, tmp_path):
     """The ground_state rule with the missing_ground_states criterion: end members in the
     initial design, P(on hull) and hull distances stored each iteration, the expected
-    number of missing ground states in the metrics and among the criteria."""
+    number of missing ground states in the metrics and among the criteria (tolerance 0:
+    the sum of P(on hull) over unlabelled candidates), and the report's hull plot
+    coloured by P(on hull)."""
     from alcampaign.campaign.status import status_record
 
     cfg, stores = _campaign(
@@ -282,7 +284,7 @@ def test_ground_state_campaign_records_hulls(memory_store, write_config, tmp_pat
         tmp_path,
         acquisition={"rule": "ground_state", "batch_size": 2, "n_samples": 200},
         stopping={"max_oracle_calls": 10, "rmse_target": None, "min_labels": 5,
-                  "missing_ground_states": 0.1},
+                  "missing_ground_states": 0.1, "hull_tolerance": 0.0},
     )
     name = cfg.name
     doc = stores.get_campaign(name)
@@ -311,3 +313,40 @@ def test_ground_state_campaign_records_hulls(memory_store, write_config, tmp_pat
     table = read_ground_states(stores, name)  # what `alcampaign query` shows
     assert set(table) == set(ids)
     assert sum(v[0] for cid, v in table.items() if cid not in labelled) == pytest.approx(missing)
+    _report_shows_p_on_hull(stores, name, table, tmp_path)
+
+
+def _report_shows_p_on_hull(stores, name, table, tmp_path):
+    """The report's hull plot colours labelled and predicted candidates by their stored
+    P(on hull) (one colour bar) and draws the labelled hull; the page names the most
+    probable unlabelled ground state."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from alcampaign.report.build import collect, hull_table, write_report
+    from alcampaign.report.plots import convex_hull
+
+    data = collect(stores, name)
+    hull = hull_table(data)
+    assert hull["p_on_hull"] == [table[cid][0] for cid in hull["ids"]]
+    pred = hull["predicted"]
+    assert pred["p_on_hull"] == [table[cid][0] for cid in pred["ids"]]
+    fig = convex_hull(data, hull)
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "P(on hull)"]
+    assert len(bars) == 1
+    ax = fig.axes[0]
+    coloured = [c for c in ax.collections if c.get_array() is not None]
+    drawn = sorted(np.concatenate([c.get_array() for c in coloured]).round(12))
+    stored = sorted(np.array([p for p, _ in table.values()]).round(12))
+    assert drawn == stored  # every candidate once, at its P(on hull)
+    assert "labelled hull" in ax.get_legend_handles_labels()[1]
+    assert "expected missing ground states" in ax.get_title()
+    plt.close(fig)
+    info = write_report(data, tmp_path / "report")
+    assert "convex_hull.png" in info["plots"]
+    best = max((p, cid) for cid, (p, _) in table.items() if cid in pred["ids"])
+    assert info["most_probable_unlabelled_ground_state"]["p_on_hull"] == best[0]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "most often on the sampled hulls" in page
+    json.loads((tmp_path / "report" / "summary.json").read_text())

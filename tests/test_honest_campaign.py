@@ -41,7 +41,8 @@ def test_decide_never_offers_an_audit_candidate():
 
 
 @pytest.mark.slow
-def test_campaign_with_audit_sample(memory_store, write_config, tmp_path):
+@pytest.mark.parametrize("calibration", ["variance", "isotonic"])
+def test_campaign_with_audit_sample(memory_store, write_config, tmp_path, calibration):
     cfg = load_config(
         write_config(
             small_config_dict(
@@ -53,6 +54,7 @@ def test_campaign_with_audit_sample(memory_store, write_config, tmp_path):
                     "audit_size": 3,
                     "accuracy_estimate": "audit",
                     "max_std_residual_alpha": 0.05,
+                    "calibration": calibration,
                 }
             )
         )
@@ -72,7 +74,8 @@ def test_campaign_with_audit_sample(memory_store, write_config, tmp_path):
     assert not audit & {a["candidate_id"] for a in others}  # never acquired by a rule
     model = stores.models.query_one({"campaign": cfg.name}, sort={"iteration": -1})
     assert not audit & set(model["training_ids"]) and set(model["audit_ids"]) == audit
-    assert model["calibration"]["kind"] == "variance_scale"
+    kind = {"variance": "variance_scale"}.get(calibration, calibration)
+    assert model["calibration"]["kind"] == kind
     rec = status_record(doc)
     assert rec["accuracy"]["method"] == "audit" and rec["accuracy"]["n"] == 3
     m = rec["metrics"]
@@ -82,8 +85,10 @@ def test_campaign_with_audit_sample(memory_store, write_config, tmp_path):
     assert {c["name"] for c in rec["criteria"]} >= {"max_std_residual"}
     # Readers of the model get the recalibrated sigma.
     pred = predict_candidates(stores, cfg.name)
-    scale = model["calibration"]["scale"]
     from alcampaign.campaign.predictions import latest_model, model_predictor
+    from alcampaign.science.calibration import calibration_from_dict
+
+    scale = calibration_from_dict(model["calibration"]).std_factor
 
     raw = model_predictor({**latest_model(stores, cfg.name), "calibration": None})
     X = stores.read_block(cfg.name, "features")[1]

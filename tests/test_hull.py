@@ -288,3 +288,122 @@ def test_replayed_samples_equal_stored_samples():
     assert np.array_equal(a.contenders, b.contenders)
     assert np.array_equal(a.contender_samples, b.contender_samples)
     assert np.array_equal(a.p_on_hull, b.p_on_hull)
+
+
+def _polymorph_pool(second_mean: float):
+    """End members and a ground state at x = 0.5 labelled (0, 0, -50 meV/atom); an
+    unlabelled polymorph at x = 0.5 predicted at -49 meV/atom and a candidate at
+    x = 0.25 predicted at ``second_mean``, both with an independent 2 meV/atom std."""
+    x = np.array([0.0, 1.0, 0.5, 0.5, 0.25])
+    comps = np.column_stack([1 - x, x])
+    X = np.eye(5)
+    S = np.diag([1e-8, 1e-8, 1e-8, 0.002**2, 0.002**2])
+    mean = np.array([0.0, 0.0, -0.05, -0.049, second_mean])
+    labels = np.array([0.0, 0.0, -0.05, np.nan, np.nan])
+    return mean, X, S, comps, labels
+
+
+def test_missing_with_tolerance_matches_closed_form():
+    """A candidate below the labelled hull is a vertex of the sample's hull, so
+    P(missing at tolerance t) = Phi((hull - t - mu) / sigma) for one uncertain candidate;
+    the fraction of samples whose hull moves by more than t is the same."""
+    from scipy.stats import norm
+
+    mean, X, S, comps, labels = _polymorph_pool(-0.01)  # x = 0.25: 15 meV above the hull
+    n = 20000
+    est = estimate_ground_states(mean, X, S, comps, labels, n, np.random.default_rng(12),
+                                 tolerance=0.001, report_tolerances=(0.0, 0.003))
+    for t in (0.0, 0.001, 0.003):
+        exact = norm.cdf((-0.05 - t + 0.049) / 0.002)
+        se = np.sqrt(exact * (1 - exact) / n)
+        assert est.missing_at[t] == pytest.approx(exact, abs=3 * se)
+        assert est.changed_at[t] == pytest.approx(est.missing_at[t])
+    assert est.expected_missing == est.missing_at[0.001]
+    assert est.p_on_hull[3] == pytest.approx(norm.cdf(-0.5), abs=3 * np.sqrt(0.25 / n))
+    assert est.p_missing[labels == labels].sum() == 0  # labelled: never missing
+
+
+@pytest.mark.parametrize(
+    ("second_mean", "tolerance", "stops"),
+    [
+        (-0.01, 0.005, True),  # only a polymorph 1 meV/atom above the labelled one
+        (-0.01, 0.0, False),  # without a tolerance the polymorph holds the campaign
+        (-0.04, 0.005, False),  # a real ground state 15 meV/atom below the labelled hull
+    ],
+    ids=["degenerate-polymorph", "no-tolerance", "real-missing"],
+)
+def test_near_degenerate_polymorph_does_not_block_stopping(second_mean, tolerance, stops):
+    mean, X, S, comps, labels = _polymorph_pool(second_mean)
+    est = estimate_ground_states(mean, X, S, comps, labels, 2000, np.random.default_rng(13),
+                                 tolerance=tolerance)
+    d = judge_missing_ground_states(Decision(False, None, []), est.expected_missing, 0.1, 20,
+                                    10)
+    assert d.stop == stops, est.expected_missing
+
+
+def test_hull_tolerance_is_validated():
+    mean, X, S, comps, labels = _polymorph_pool(-0.01)
+    with pytest.raises(ValueError, match="tolerance"):
+        estimate_ground_states(mean, X, S, comps, labels, 10, tolerance=-0.001)
+    with pytest.raises(ValueError, match="hull_tolerance"):
+        CampaignConfig.model_validate(
+            {"name": "t", "system": {"structure": "x.cif"}, "stopping": {"hull_tolerance": -1}}
+        )
+    config = CampaignConfig.model_validate({"name": "t", "system": {"structure": "x.cif"}})
+    assert config.stopping.hull_tolerance == 0.005
+
+
+def _ternary_pool(n: int = 1500, seed: int = 0):
+    """Compositions of cells of up to 12 atoms of a ternary (many on the edges and on
+    lines inside the triangle), pure elements at 0 and random energies below."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 13, n)
+    a = np.floor(rng.random(n) * (sizes + 1))
+    b = np.floor(rng.random(n) * (sizes - a + 1))
+    comps = np.column_stack([a, b, sizes - a - b]) / sizes[:, None]
+    comps = np.vstack([np.eye(3), comps[comps.max(axis=1) < 1 - 1e-9]])  # one per corner
+    e = rng.normal(-0.05, 0.04, len(comps)) * (comps.max(axis=1) < 1 - 1e-9)
+    return comps, e
+
+
+def _pymatgen_stable(comps: np.ndarray, e: np.ndarray) -> np.ndarray:
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
+
+    entries = [PDEntry(Composition(dict(zip(("Li", "Fe", "O"), 12 * c, strict=True))), 12 * ei)
+               for c, ei in zip(comps, e, strict=True)]
+    pd = PhaseDiagram(entries)
+    return np.array([en in pd.stable_entries for en in entries]), pd, entries
+
+
+def test_sampled_ternary_vertices_match_pymatgen():
+    """With no posterior spread every sample is the same: P(on hull) is 1 exactly on
+    pymatgen's stable entries and 0 elsewhere, though many compositions lie on the
+    triangle's edges and on lines through it (no vertex from round-off)."""
+    comps, e = _ternary_pool()
+    n = len(e)
+    labels = np.full(n, np.nan)
+    labels[:3] = 0.0
+    est = estimate_ground_states(e, np.zeros((n, 1)), np.zeros((1, 1)), comps, labels, 8,
+                                 np.random.default_rng(0))
+    stable, _, _ = _pymatgen_stable(comps, e)
+    assert np.array_equal(est.p_on_hull == 1.0, stable)
+    assert set(np.unique(est.p_on_hull)) <= {0.0, 1.0}
+
+
+def test_labelled_hull_bound_is_the_labelled_hull_in_a_ternary():
+    from alcampaign.science.hull import upper_bound_of_hulls
+
+    comps, e = _ternary_pool(300, seed=1)
+    coords = composition_coordinates(comps)
+    lab = np.r_[0, 1, 2, np.arange(3, len(e), 3)]
+    bound = upper_bound_of_hulls(coords, coords[lab], e[lab])
+    _, pd, entries = _pymatgen_stable(comps[lab], e[lab])
+    pd_hull = np.array([e[i] - pd.get_e_above_hull(en) for i, en in zip(lab, entries,
+                                                                        strict=True)])
+    assert np.allclose(bound[lab], pd_hull, atol=1e-8)
+    from pymatgen.core import Composition
+
+    hull_lab = np.array([pd.get_hull_energy_per_atom(Composition(dict(zip(
+        ("Li", "Fe", "O"), 12 * c, strict=True)))) for c in comps])
+    assert np.allclose(bound, hull_lab, atol=1e-8)

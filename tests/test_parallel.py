@@ -19,6 +19,16 @@ from conftest import small_config_dict
 TESTS = Path(__file__).parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_pools():
+    """Each test starts its own worker pool (pools live as long as their process)."""
+    from alcampaign.campaign.parallel import shutdown_pools
+
+    shutdown_pools()
+    yield
+    shutdown_pools()
+
+
 def _labels(stores: CampaignStores, name: str) -> dict:
     return {
         (d["candidate_id"], d["fidelity"]): round(d["energy_per_atom"], 10)
@@ -104,3 +114,23 @@ def test_worker_killed_mid_batch_then_resume(write_config, alc_home, tmp_path, m
     assert doc["state"] == "stopped"
     assert len(ids) == len(set(ids)) == doc["n_oracle_calls"] == 6
     assert set(before) <= set(_labels(stores, "killed"))
+
+
+def test_worker_pool_is_kept_and_replaced_when_broken():
+    """Batches reuse one warm pool; a pool broken by a killed worker is replaced."""
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from alcampaign.campaign.parallel import prewarm, worker_pool
+
+    prewarm(2, 1, ("json",))
+    pool = worker_pool(2, 1)
+    assert worker_pool(2, 1) is pool
+    pid = pool.submit(os.getpid).result(timeout=120)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        for _ in range(50):  # the pool notices the dead worker at its next task
+            pool.submit(os.getpid).result(timeout=120)
+    fresh = worker_pool(2, 1)
+    assert fresh is not pool
+    assert fresh.submit(os.getpid).result(timeout=120) != pid

@@ -148,9 +148,24 @@ def run_once(tmp: Path, seed: int) -> dict:
                 next_kill = time.monotonic() + rng.uniform(1.0, 6.0)
         time.sleep(0.05)
     else:
-        raise AssertionError("the campaign did not stop within 600 s")
+        stuck = _diagnose(stores, slots, log)
+        raise AssertionError(f"the campaign did not stop within 600 s:\n{stuck}")
     js, stores = _stores(home)
     return _check(js, stores, log, killed) | {"codes": codes, "kills": len(killed)}
+
+
+def _diagnose(stores, slots: list, log: Path) -> str:
+    """What a stuck repetition looked like: the campaign, the live processes, the oracle."""
+    doc = stores.get_campaign(NAME) if stores else {}
+    keep = ("state", "iteration", "n_oracle_calls", "lease", "stop_reason")
+    lines = [f"campaign: {({k: (doc or {}).get(k) for k in keep})}"]
+    for proc in slots:
+        proc.kill()
+        _, err = proc.communicate()
+        lines.append(f"pid {proc.pid} {' '.join(proc.args[3:])}: {(err or '')[-1500:]}")
+    if log.exists():
+        lines += log.read_text().splitlines()[-6:]
+    return "\n".join(lines)
 
 
 def _check(js, stores: CampaignStores, log: Path, killed: dict[int, float]) -> dict:

@@ -14,6 +14,7 @@ from alcampaign.science.validation import (
     density_ratio,
     posterior_estimate,
     residual_estimate,
+    student_t_scale2,
 )
 
 
@@ -37,7 +38,7 @@ def test_posterior_estimate_closed_form():
     r = np.array([0.01, -0.02])
     sd = np.array([0.03, 0.04, 0.05])
     z = np.array([1.0, -1.0, 1.0, -1.0])  # mean z^2 = mean |z| = 1: no spread either
-    est = posterior_estimate(r, sd, z, 0.9, rng)
+    est = posterior_estimate(r, sd, z, 0.9, rng, moments="empirical")
     assert est.rmse == pytest.approx(np.sqrt((r @ r + sd @ sd) / 5))
     assert est.mae == pytest.approx((np.abs(r).sum() + sd.sum()) / 5)
     assert est.rmse_low == pytest.approx(est.rmse) and est.rmse_high == pytest.approx(est.rmse)
@@ -140,3 +141,84 @@ def test_audit_sample_is_random_disjoint_and_reproducible():
     assert np.array_equal(a, audit_sample(100, 8, 3, exclude))
     assert not np.array_equal(a, audit_sample(100, 8, 4, exclude))
     assert audit_sample(12, 8, 3, exclude).size == 2  # as many as are left
+
+
+def test_importance_weighted_recalibration_and_posterior_describe_the_pool():
+    from alcampaign.science.calibration import ece_of_z
+
+    ece = {True: [], False: []}
+    ratio = {True: [], False: []}
+    for seed in range(5):
+        X, y, lab, rng = _shifted_pool(seed)
+
+        def make():  # one noise level for all x: right where labelled, too small elsewhere
+            return BayesianLinearRegression(1.0, 1e4)
+
+        cv = cross_validate(make, X[lab], y[lab], 5, rng)
+        p = make().fit(X[lab], y[lab]).predict(X)
+        unl = np.setdiff1d(np.arange(len(y)), lab)
+        w = density_ratio(X, lab, flatten=1.0)
+        held = HeldOut(y[lab], cv.mean, cv.std, p.mean[lab], p.std[unl], weights=w)
+        truth = np.sqrt(np.mean((p.mean - y) ** 2))
+        for weighted in (True, False):
+            cal, m = assess(held, "posterior", 0.9, rng, weighted=weighted)
+            ece[weighted].append(ece_of_z(cal.normalise((y[unl] - p.mean[unl]) / p.std[unl])))
+            ratio[weighted].append(m["rmse"] / truth)
+    assert np.median(ece[True]) < np.median(ece[False])
+    assert abs(np.log(np.median(ratio[True]))) < abs(np.log(np.median(ratio[False])))
+    with pytest.raises(ValueError, match="weights"):
+        unweighted = HeldOut(y[lab], cv.mean, cv.std, p.mean[lab], p.std[unl])
+        assess(unweighted, "cv", 0.9, rng, weighted=True)
+
+
+def test_weighted_posterior_estimate_closed_form():
+    rng = np.random.default_rng(5)
+    r, sd = np.array([0.01]), np.array([0.02, 0.02])
+    z, w = np.array([1.0, 3.0]), np.array([3.0, 1.0])  # weighted m2 = (3 + 9) / 4 = 3
+    est = posterior_estimate(r, sd, z, 0.9, rng, w, "empirical")
+    assert est.rmse == pytest.approx(np.sqrt((r @ r + 3.0 * sd @ sd) / 3))
+    assert est.mae == pytest.approx((0.01 + 1.5 * sd.sum()) / 3)  # weighted m1 = 6 / 4
+
+
+def test_student_t_scale_is_the_maximum_likelihood_scale():
+    from scipy.stats import t as student
+
+    rng = np.random.default_rng(6)
+    z = 0.7 * rng.standard_t(3, 60)
+    s2 = student_t_scale2(z[None, :], np.ones((1, 60)), 3.0)[0]
+    _, _, scale = student.fit(z, f0=3.0, floc=0.0)
+    assert np.sqrt(s2) == pytest.approx(scale, rel=1e-3)
+    # integer weights are repeats
+    w = rng.integers(1, 4, 60).astype(float)
+    rep = np.repeat(z, w.astype(int))
+    s2w = student_t_scale2(z[None, :], w[None, :], 3.0)[0]
+    assert s2w == pytest.approx(student_t_scale2(rep[None, :], np.ones((1, rep.size)), 3.0)[0])
+
+
+def test_student_t_moments_of_the_posterior_estimate():
+    from scipy.stats import t as student
+
+    from alcampaign.science.validation import _t_abs_mean
+
+    assert _t_abs_mean(4.0) == pytest.approx(student.expect(abs, args=(4.0,)), rel=1e-6)
+    rng = np.random.default_rng(7)
+    r, sd = np.zeros(0), np.full(100, 0.01)
+    # Gaussian residuals: the fitted t is nearly Gaussian; both moments agree.
+    z = rng.normal(size=400)
+    t_est = posterior_estimate(r, sd, z, 0.9, rng)
+    emp = posterior_estimate(r, sd, z, 0.9, rng, moments="empirical")
+    assert t_est.rmse == pytest.approx(emp.rmse, rel=0.05)
+    assert t_est.rmse_low < t_est.rmse < t_est.rmse_high
+    # Heavy tails: the t's second moment follows the true one (scale 1, dof 3: m2 = 3)
+    # more closely than the sample mean of z^2 does, over repeated samples.
+    err = {"student_t": [], "empirical": []}
+    for _ in range(30):
+        z = rng.standard_t(3, 40)
+        for m in err:
+            est = posterior_estimate(r, sd, z, 0.9, rng, moments=m)
+            err[m].append(np.log((est.rmse / 0.01) ** 2 / 3.0))
+    assert np.sqrt(np.mean(np.square(err["student_t"]))) < np.sqrt(
+        np.mean(np.square(err["empirical"]))
+    )
+    with pytest.raises(ValueError, match="moments"):
+        posterior_estimate(r, sd, z, 0.9, rng, moments="median")

@@ -69,10 +69,13 @@ def learning_settings(config: CampaignConfig) -> learning.LearningSettings:
         cv_folds=config.stopping.cv_folds,
         accuracy_estimate=config.stopping.accuracy_estimate,
         accuracy_level=config.stopping.accuracy_level,
+        calibration=config.stopping.calibration,
+        calibration_weighting=config.stopping.calibration_weighting,
         dear_cost=config.oracle.cost,
         cheap_cost=config.oracle.cheap.cost if config.oracle.cheap else None,
         n_samples=config.acquisition.n_samples,
         missing_ground_states=config.stopping.missing_ground_states,
+        hull_tolerance=config.stopping.hull_tolerance,
         min_labels=config.stopping.min_labels,
     )
 

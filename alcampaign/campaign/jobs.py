@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 import numpy as np
-from jobflow import CURRENT_JOB, Flow, Job, Response, job
+from jobflow import CURRENT_JOB, Flow, Response, job
 from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Structure
 
@@ -394,11 +394,12 @@ def oracle_batch(jobs: list[str], answers: list[dict], workers: int, threads: in
     """Run oracle jobs in ``workers`` processes (:mod:`alcampaign.campaign.parallel`).
 
     The jobs come as JSON text: as objects, jobflow would take them for dependencies.
+    ``MontyDecoder`` turns the text back into ``Job`` objects.
     """
     from alcampaign.campaign.parallel import run_oracle_batch
 
     return run_oracle_batch(
-        [Job.from_dict(json.loads(j, cls=MontyDecoder)) for j in jobs],
+        [json.loads(j, cls=MontyDecoder) for j in jobs],
         answers,
         CURRENT_JOB.store,
         workers,

@@ -20,10 +20,19 @@ batch's oracle jobs to :func:`run_oracle_batch` instead of adding them to the fl
 A worker killed mid-batch (kill -9, out of memory) breaks the pool: the batch job
 fails after writing every answer that came back, and ``alcampaign resume`` finds those
 answers in the job store (``_finished_answers``) and asks only the rest again.
+
+The pool outlives a batch. Starting a worker costs ~10 s on a 2-core machine (importing
+jobflow, atomate2, torch and the oracle's module), as long as a short CHGNet relaxation:
+a pool started per batch made 2 workers slower than one process (docs/benchmarks.md).
+So one pool per (workers, threads) lives as long as the campaign's process, its workers
+import the oracle's module once (the pool initializer), :func:`prewarm` starts them
+while the campaign enumerates and prescreens, and a broken pool is replaced.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -37,20 +46,72 @@ from alcampaign.campaign.oracle import stored_answer
 logger = logging.getLogger(__name__)
 
 
+_pools: dict[tuple[int, int], ProcessPoolExecutor] = {}
+
+
+def _init_worker(threads: int, modules: tuple[str, ...]) -> None:
+    """Pool initializer: the thread policy, then the oracle's imports, once per worker."""
+    from alcampaign.campaign.resources import apply_threads
+
+    apply_threads(threads)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # the job itself reports a missing module, with its traceback
+            logger.warning("worker could not import %s", module)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def worker_pool(workers: int, threads: int, modules: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+    """The live pool of ``workers`` spawned processes with ``threads`` threads each.
+
+    Created on first use (start method ``spawn``: the parent has torch's thread pools,
+    which do not survive a ``fork``) and replaced when a dead worker has broken it.
+    """
+    key = (workers, threads)
+    pool = _pools.get(key)
+    if pool is None or getattr(pool, "_broken", False):
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads, tuple(modules)),
+        )
+        _pools[key] = pool
+    return pool
+
+
+def prewarm(workers: int, threads: int, modules: tuple[str, ...] = ()) -> None:
+    """Start the pool's workers now (without waiting), so the first batch finds them ready."""
+    if workers > 1:
+        pool = worker_pool(workers, threads, modules)
+        for _ in range(workers):
+            pool.submit(_ready)
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    """Stop every worker pool of this process (also at interpreter exit)."""
+    while _pools:
+        _pools.popitem()[1].shutdown(wait=True, cancel_futures=True)
+
+
 def _strip_ids(docs: list[dict]) -> list[dict]:
     return [{k: v for k, v in d.items() if k != "_id"} for d in docs]
 
 
 def _run_in_worker(
-    job_dict: dict, store_names: list[str], threads: int, root: str
+    job_dict: dict, store_names: list[str], root: str
 ) -> tuple[str, dict[str, list[dict]] | None, str | None]:
     """Run one job in this worker against an in-memory JobStore; return its documents.
 
     Returns ``(uuid, {"docs": [...], "<additional store>": [...]}, error)``.
     """
-    from alcampaign.campaign.resources import apply_threads
-
-    apply_threads(threads)
     from jobflow import Job, JobStore
     from maggma.stores import MemoryStore
 
@@ -108,19 +169,26 @@ def run_oracle_batch(
     by_uuid = {a["job_uuid"]: a for a in answers}
     root = str(Path.cwd())
     payloads = [j.as_dict() for j in jobs]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_in_worker, p, store_names, threads, root) for p in payloads]
-        for future in as_completed(futures):
-            uuid, docs, error = future.result()
-            answer = by_uuid[uuid]
-            output = None
-            if error is None:
-                _write(store, docs)
-                output = next((d.get("output") for d in docs["docs"] if d["uuid"] == uuid), None)
-            else:
-                logger.error("oracle job %s failed: %s", uuid, error.strip().splitlines()[-1])
-            if isinstance(output, dict) and output.get("output"):
-                answer.update(stored_answer(answer["candidate_id"], uuid, output))
-            else:  # as a failed job reaches ingest in the sequential flow
-                answer.update(energy=None, structure=None, forces=None, stress=None)
+    modules = tuple(sorted({oracle_module(p) for p in payloads} - {None}))
+    pool = worker_pool(workers, threads, modules)
+    futures = [pool.submit(_run_in_worker, p, store_names, root) for p in payloads]
+    for future in as_completed(futures):
+        uuid, docs, error = future.result()
+        answer = by_uuid[uuid]
+        output = None
+        if error is None:
+            _write(store, docs)
+            output = next((d.get("output") for d in docs["docs"] if d["uuid"] == uuid), None)
+        else:
+            logger.error("oracle job %s failed: %s", uuid, error.strip().splitlines()[-1])
+        if isinstance(output, dict) and output.get("output"):
+            answer.update(stored_answer(answer["candidate_id"], uuid, output))
+        else:  # as a failed job reaches ingest in the sequential flow
+            answer.update(energy=None, structure=None, forces=None, stress=None)
     return answers
+
+
+def oracle_module(job_dict: dict) -> str | None:
+    """The module that defines a serialised job's function (a Maker's ``make``)."""
+    function = job_dict.get("function")
+    return function.get("@module") if isinstance(function, dict) else None

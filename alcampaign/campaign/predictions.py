@@ -4,7 +4,7 @@ One path for ``alcampaign query``, the dashboard and its table cache: the latest
 ``models`` document -> the surrogate's own ``from_dict`` (with the multi-fidelity
 offsets, as :class:`~alcampaign.science.learning.FittedModel` predicts the dear oracle)
 -> ``predict`` at the candidates' design rows (recalibrated by the document's
-``calibration``, :class:`~alcampaign.science.calibration.VarianceCalibration`), built
+``calibration``, :class:`~alcampaign.science.calibration.Calibration`), built
 as the controller builds them
 (:func:`~alcampaign.science.learning.design_features`: the stored feature vectors, or
 the CHGNet embeddings standardised over the pool). Nothing here writes: a missing block
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alcampaign.science.calibration import VarianceCalibration
+from alcampaign.science.calibration import calibration_from_dict
 from alcampaign.science.learning import FittedModel, centred_cheap_energy, design_features
 from alcampaign.science.surrogate import surrogate_from_dict
 from alcampaign.store.facade import BLOCK_FIELDS, CampaignStores, dotted
@@ -93,7 +93,7 @@ def model_predictor(model: dict | None) -> FittedModel | None:
     except ValueError:
         return None
     # The stored recalibration: every reader gets the calibrated predictive.
-    calibration = VarianceCalibration.from_dict(model.get("calibration"))
+    calibration = calibration_from_dict(model.get("calibration"))
     offsets = model.get("fidelity_offsets")
     if offsets:
         return FittedModel(

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.stats import norm
 
 from alcampaign.campaign.predictions import predict_candidates
+from alcampaign.campaign.query import read_ground_states
 from alcampaign.science.calibration import expected_calibration_error
 from alcampaign.science.hull import hull_energies
 
@@ -61,6 +62,7 @@ class CampaignData:
     acquisitions: list[dict]
     baseline: dict | None = None
     pool: PoolPredictions | None = None
+    ground_states: dict[str, tuple] | None = None
 
 
 def collect(stores, name: str, baseline: str | None = None) -> CampaignData:
@@ -102,6 +104,7 @@ def collect(stores, name: str, baseline: str | None = None) -> CampaignData:
         ],
         baseline=base,
         pool=pool_predictions(stores, name, model, exclude=labelled),
+        ground_states=read_ground_states(stores, name) or None,
     )
 
 
@@ -218,6 +221,9 @@ def hull_table(data: CampaignData) -> dict | None:
 
     ``None`` below two successful labels. ``predicted`` is ``None`` without a model;
     its ``e_above_hull`` is the predicted distance to the labelled hull along ``x``.
+    ``p_on_hull`` (labelled and predicted) is each candidate's probability of being a
+    hull ground state from the latest sampled hulls (``ground_state`` rule or
+    ``missing_ground_states`` stopping; ``None`` where the campaign samples no hulls).
     """
     good = [lab for lab in data.labels if lab["status"] == "success"]
     if len(good) < 2:
@@ -239,11 +245,21 @@ def hull_table(data: CampaignData) -> dict | None:
         "formation_energy": formation.tolist(),
         "e_above_hull": above.tolist(),
         "ground_states": [good[i]["candidate_id"] for i in np.flatnonzero(on_hull)],
+        "p_on_hull": _p_on_hull(data, [lab["candidate_id"] for lab in good]),
         "predicted": None,
     }
     if data.pool is not None:
         out["predicted"] = _predicted_hull(data.pool, elements[axis], ref, x, formation, on_hull)
+        out["predicted"]["p_on_hull"] = _p_on_hull(data, data.pool.ids)
     return out
+
+
+def _p_on_hull(data: CampaignData, ids: list[str]) -> list[float | None] | None:
+    """The stored P(on hull) of each candidate (``None`` where absent; ``None`` for
+    all when the campaign samples no hulls)."""
+    if not data.ground_states:
+        return None
+    return [(data.ground_states.get(cid) or (None, None))[0] for cid in ids]
 
 
 def _predicted_hull(pool: PoolPredictions, x_element, ref, x, formation, on_hull) -> dict:
@@ -295,6 +311,13 @@ def summary(data: CampaignData, hull: dict | None) -> dict:
                     "candidate_id": pred["ids"][i],
                     "e_above_hull": pred["e_above_hull"][i],
                     "std": pred["std"][i],
+                }
+            p = pred.get("p_on_hull")
+            if p and any(v is not None for v in p):
+                j = int(np.argmax([-1.0 if v is None else v for v in p]))
+                out["most_probable_unlabelled_ground_state"] = {
+                    "candidate_id": pred["ids"][j],
+                    "p_on_hull": p[j],
                 }
     return out
 

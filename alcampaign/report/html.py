@@ -43,6 +43,14 @@ def _head_rows(info: dict) -> list[list]:
                 f"± {1000 * closest['std']:.1f} meV/atom",
             ]
         )
+    likely = info.get("most_probable_unlabelled_ground_state")
+    if likely:
+        rows.append(
+            [
+                "unlabelled candidate most often on the sampled hulls",
+                f"{likely['candidate_id']}: P(on hull) {likely['p_on_hull']:.2f}",
+            ]
+        )
     return rows
 
 

@@ -122,34 +122,67 @@ def error_vs_uncertainty(data: CampaignData, hull: dict | None = None):
 
 def convex_hull(data: CampaignData, hull: dict | None = None):
     """Formation energies: the unlabelled candidates as predicted by the latest model
-    (mean, error bar one predictive std), the labelled ones, and the ground states."""
+    (mean, error bar one predictive std), the labelled ones, and the labelled hull
+    through the ground states. Where the campaign samples hulls (``ground_state`` rule,
+    ``missing_ground_states`` stopping), every candidate is coloured by its P(on hull)
+    from the latest samples, and the title gives the expected number of ground states
+    not yet labelled."""
     if not hull:
         return None
-    fig, ax = _new(
-        f"Convex hull ({hull['method']})",
-        f"fraction {hull['x_element']}",
-        "formation energy (eV/atom)",
-    )
+    missing = (data.doc.get("metrics") or {}).get("missing_ground_states")
+    title = f"Convex hull ({hull['method']})"
+    if missing is not None:
+        title += f"\nexpected missing ground states: {missing:.2g}"
+    fig, ax = _new(title, f"fraction {hull['x_element']}", "formation energy (eV/atom)")
+    colour = _p_colour(hull)
     pred = hull.get("predicted")
     if pred and pred["ids"]:
         ax.errorbar(
             pred["x"],
             pred["formation_energy"],
             yerr=pred["std"],
-            fmt=".",
+            fmt="none" if colour else ".",
             ms=3,
             lw=0.6,
             color="0.6",
             alpha=0.5,
             label=f"unlabelled: predicted, ± 1 std (model {pred['model_iteration']})",
         )
+        if colour:
+            colour(ax, pred["x"], pred["formation_energy"], pred.get("p_on_hull"), "o", 10)
     x, e = np.array(hull["x"]), np.array(hull["formation_energy"])
     on = np.array(hull["e_above_hull"]) < ON_HULL
-    ax.scatter(x[~on], e[~on], s=14, color="C0", zorder=3, label="labelled")
+    if colour:
+        colour(ax, x, e, hull.get("p_on_hull"), "s", 22, label="labelled", edge="k")
+    else:
+        ax.scatter(x[~on], e[~on], s=14, color="C0", zorder=3, label="labelled")
     order = np.argsort(x[on])
-    ax.plot(x[on][order], e[on][order], "r-o", zorder=4, label="ground states")
+    ax.plot(x[on][order], e[on][order], "r-", zorder=4, lw=1, label="labelled hull")
+    ax.plot(x[on][order], e[on][order], "ro", mfc="none", ms=8, zorder=5,
+            label="ground states")
     ax.legend(fontsize=7)
     return fig
+
+
+def _p_colour(hull: dict):
+    """A function drawing points coloured by P(on hull) (one shared colour bar), or
+    ``None`` when no candidate carries one."""
+    values = [*(hull.get("p_on_hull") or []), *((hull.get("predicted") or {}).get("p_on_hull")
+                                              or [])]
+    if not any(v is not None for v in values):
+        return None
+    state = {"bar": None}
+
+    def draw(ax, x, e, p, marker, size, label=None, edge="none"):
+        p = np.array([np.nan if v is None else v for v in (p or [None] * len(x))], float)
+        art = ax.scatter(x, e, c=np.nan_to_num(p, nan=0.0), cmap="viridis", vmin=0, vmax=1,
+                         marker=marker, s=size, edgecolors=edge, linewidths=0.5, zorder=3,
+                         label=label)
+        if state["bar"] is None:
+            state["bar"] = ax.figure.colorbar(art, ax=ax, label="P(on hull)")
+        return art
+
+    return draw
 
 
 def acquisitions(data: CampaignData, hull: dict | None = None):

@@ -16,16 +16,30 @@ Over the levels ``p = 0.05, 0.15, ..., 0.95``:
 
 Recalibration
 -------------
-:class:`VarianceCalibration` multiplies every predictive standard deviation by one
-factor ``s`` fitted on held-out (cross-validated) residuals, so the recalibrated
-predictive stays Gaussian and every reader (acquisition scores, domain flags, status,
-report, dashboard, query) can use it as it used the raw one (variance scaling: Levi
-et al., Sensors 22, 5540, 2022; Laves et al., MIDL 2020). ``s`` is chosen to minimise
-the ECE of the held-out residuals, i.e. to match the quantiles of ``|z|`` to those of a
-Gaussian, the criterion of quantile recalibration (Kuleshov, Fenner & Ermon, ICML
-2018), restricted to one scale so that the predictive keeps its shape. Unlike the
-maximum-likelihood scale ``sqrt(mean z^2)`` it is not dragged by a few heavy-tailed
-residuals, which would widen every interval to cover them.
+Each recalibration (:data:`CALIBRATIONS`) is fitted on held-out (cross-validated)
+standardised residuals and replaces the raw standardised predictive ``N(0, 1)`` of
+every candidate by one distribution ``Z'`` (:class:`Calibration`); every reader
+(acquisition scores, domain flags, status, report, dashboard, query) gets the
+moment-matched standard deviation, and calibration is judged with ``Z'``'s own
+intervals (:meth:`Calibration.normalise`):
+
+* :class:`VarianceCalibration` (``variance``, the default): one factor ``s`` on every
+  standard deviation, so the predictive stays Gaussian (variance scaling: Levi et al.,
+  Sensors 22, 5540, 2022; Laves et al., MIDL 2020). ``s`` minimises the ECE of the
+  held-out residuals, i.e. matches the quantiles of ``|z|`` to those of a Gaussian, the
+  criterion of quantile recalibration (Kuleshov, Fenner & Ermon, ICML 2018) restricted
+  to one scale. Unlike the maximum-likelihood scale ``sqrt(mean z^2)`` it is not dragged
+  by a few heavy-tailed residuals, which would widen every interval to cover them.
+* :class:`StudentTCalibration` (``student_t``): a scaled Student t with its degrees of
+  freedom fitted by maximum likelihood: heavy tails.
+* :class:`IsotonicCalibration` (``isotonic``): Kuleshov et al.'s isotonic
+  recalibration of the (folded) CDF: any shape.
+
+Held-out residuals of actively chosen labels describe where the rule looked, not the
+pool: every fit takes optional weights, the pool/labelled density ratio in the
+controller (:func:`alcampaign.science.validation.density_ratio`; weighted
+recalibration under covariate shift as in weighted conformal prediction, Tibshirani,
+Barber, Candes & Ramdas, NeurIPS 2019).
 
 Outliers
 --------
@@ -169,9 +183,63 @@ def fit_scale(
     return float(np.exp(0.5 * (_LOG_SCALES[best[0]] + _LOG_SCALES[run_end])))
 
 
+class Calibration:
+    """A recalibration of Gaussian predictives ``N(mean, std^2)`` fitted on held-out
+    standardised residuals ``z = (y - mean) / std``.
+
+    Every recalibration here keeps each candidate's mean and replaces the raw
+    standardised predictive ``N(0, 1)`` by one distribution ``Z'`` shared by all
+    candidates (symmetric about 0), so the recalibrated predictive of a candidate is
+    ``mean + std Z'``. Readers that take a Gaussian (acquisition scores, domain flags,
+    status, report, dashboard, query) get its moment-matched standard deviation
+    ``std_factor * std`` (:meth:`apply`); calibration is judged with ``Z'``'s own
+    central intervals through :meth:`normalise`, which maps a raw ``z`` to the standard
+    normal deviate of the same recalibrated tail probability (the probability integral
+    transform, Dawid, JRSS A 147, 278, 1984), so every Gaussian measure of this module
+    (ECE, signed area, the max-residual threshold) applies unchanged.
+    """
+
+    kind = "none"
+    n: int = 0
+
+    @property
+    def std_factor(self) -> float:
+        """Standard deviation of ``Z'``: the recalibrated std over the raw one."""
+        raise NotImplementedError
+
+    @property
+    def scale(self) -> float:
+        """Alias of :attr:`std_factor` (the multiplier of every standard deviation)."""
+        return self.std_factor
+
+    def tail(self, a: np.ndarray) -> np.ndarray:
+        """``P(|Z'| > a)`` for raw standardised half-widths ``a >= 0``."""
+        raise NotImplementedError
+
+    def normalise(self, z: np.ndarray) -> np.ndarray:
+        """Raw standardised residuals mapped to standard normal deviates of the same
+        recalibrated two-sided tail probability (sign kept)."""
+        z = np.asarray(z, dtype=float)
+        t = np.clip(self.tail(np.abs(z)), 1e-300, 1.0)
+        return np.sign(z) * norm.isf(0.5 * t)
+
+    def apply(self, prediction: Prediction) -> Prediction:
+        """The recalibrated prediction (both variance parts times ``std_factor**2``)."""
+        s2 = self.std_factor**2
+        return Prediction(
+            prediction.mean, prediction.epistemic_var * s2, prediction.aleatoric_var * s2
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict for the model document (``kind`` names the class)."""
+        raise NotImplementedError
+
+
 @dataclass
-class VarianceCalibration:
+class VarianceCalibration(Calibration):
     """One factor on every predictive standard deviation, fitted on held-out residuals.
+
+    ``Z' = scale N(0, 1)``: the recalibrated predictive stays Gaussian.
 
     Attributes
     ----------
@@ -184,6 +252,11 @@ class VarianceCalibration:
 
     scale: float = 1.0
     n: int = 0
+    kind = "variance"
+
+    @property
+    def std_factor(self) -> float:
+        return self.scale
 
     @classmethod
     def fit(
@@ -193,17 +266,21 @@ class VarianceCalibration:
 
         Fewer than ``MIN_CALIBRATION_RESIDUALS`` residuals leave the model as it is.
         """
-        z = standardized(y, mean, std)
+        return cls.fit_z(standardized(y, mean, std), weights)
+
+    @classmethod
+    def fit_z(cls, z: np.ndarray, weights: np.ndarray | None = None) -> VarianceCalibration:
+        """Fit on raw standardised held-out residuals (the ECE-minimising scale)."""
+        z = np.asarray(z, dtype=float)
         if z.size < MIN_CALIBRATION_RESIDUALS:
             return cls(1.0, int(z.size))
         return cls(fit_scale(z, weights), int(z.size))
 
-    def apply(self, prediction: Prediction) -> Prediction:
-        """The recalibrated prediction (both variance parts scaled by ``scale**2``)."""
-        s2 = self.scale**2
-        return Prediction(
-            prediction.mean, prediction.epistemic_var * s2, prediction.aleatoric_var * s2
-        )
+    def tail(self, a: np.ndarray) -> np.ndarray:
+        return 2.0 * norm.sf(np.asarray(a, dtype=float) / self.scale)
+
+    def normalise(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, dtype=float) / self.scale
 
     def to_dict(self) -> dict:
         """Plain dict for the model document."""
@@ -219,13 +296,188 @@ class VarianceCalibration:
         return cls(float(d["scale"]), int(d.get("n", 0)))
 
 
+# Degrees of freedom searched by the Student-t recalibration (> 2: finite variance).
+_T_DOFS = np.array([2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 1e3])
+
+
+@dataclass
+class StudentTCalibration(Calibration):
+    """``Z' = scale T_dof``: a heavy-tailed recalibrated predictive.
+
+    The scale and the degrees of freedom maximise the (weighted) likelihood of the
+    held-out standardised residuals under a scaled Student t (the t as a Gaussian scale
+    mixture: Lange, Little & Taylor, JASA 84, 881, 1989), ``dof`` on a grid from 2.5 to
+    1000 (above 2 so that the variance, which readers of the moment-matched Gaussian
+    need, is finite) and the scale by a bounded 1-D search for each.
+    """
+
+    scale_t: float = 1.0
+    dof: float = 1e3
+    n: int = 0
+    kind = "student_t"
+
+    @property
+    def std_factor(self) -> float:
+        return float(self.scale_t * np.sqrt(self.dof / (self.dof - 2.0)))
+
+    @classmethod
+    def fit_z(cls, z: np.ndarray, weights: np.ndarray | None = None) -> StudentTCalibration:
+        """Maximum-likelihood ``(scale, dof)`` of raw standardised held-out residuals."""
+        from scipy.optimize import minimize_scalar
+        from scipy.stats import t as student
+
+        z = np.asarray(z, dtype=float)
+        if z.size < MIN_CALIBRATION_RESIDUALS:
+            return cls(1.0, 1e3, int(z.size))
+        w = _weights(z.size, weights)
+        best = (np.inf, 1.0, 1e3)
+        for dof in _T_DOFS:
+
+            def nll(log_s: float, dof: float = dof) -> float:
+                return -float(w @ student.logpdf(z, dof, scale=np.exp(log_s)))
+
+            r = minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded")
+            if r.fun < best[0]:
+                best = (r.fun, float(np.exp(r.x)), float(dof))
+        return cls(best[1], best[2], int(z.size))
+
+    def tail(self, a: np.ndarray) -> np.ndarray:
+        from scipy.stats import t as student
+
+        return 2.0 * student.sf(np.asarray(a, dtype=float) / self.scale_t, self.dof)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "scale": float(self.scale_t),
+            "dof": float(self.dof),
+            "n": int(self.n),
+        }
+
+
+@dataclass
+class IsotonicCalibration(Calibration):
+    """Quantile recalibration of the central intervals (Kuleshov, Fenner & Ermon, ICML
+    2018), on the folded probability integral transform ``u = 2 Phi(|z|) - 1``.
+
+    Kuleshov et al. fit an isotonic regression ``R`` of the empirical CDF of the
+    held-out PIT values against the PIT values; on the fitting residuals themselves
+    that empirical CDF is already monotone, so the isotonic (pool-adjacent-violators)
+    fit is the empirical CDF itself, here with plotting positions ``k / (n + 1)``
+    (weighted: cumulative weight times ``n / (n + 1)``) and linear interpolation, with
+    ``R(0) = 0`` and ``R(1) = 1``. The recalibrated ``|Z'|`` has ``P(|Z'| <= a) =
+    R(2 Phi(a) - 1)``: between the largest residual and infinity it keeps the mass
+    ``1 / (n + 1)`` with the raw Gaussian's tail shape. The moments of ``Z'`` follow
+    in closed form segment by segment.
+
+    Attributes
+    ----------
+    knots
+        Sorted distinct ``|z|`` of the fitting residuals.
+    tails
+        ``1 - R`` at each knot (non-increasing).
+    """
+
+    knots: tuple[float, ...] = ()
+    tails: tuple[float, ...] = ()
+    n: int = 0
+    kind = "isotonic"
+
+    @classmethod
+    def fit_z(cls, z: np.ndarray, weights: np.ndarray | None = None) -> IsotonicCalibration:
+        """The recalibration map of raw standardised held-out residuals."""
+        z = np.abs(np.asarray(z, dtype=float))
+        if z.size < MIN_CALIBRATION_RESIDUALS:
+            return cls((), (), int(z.size))
+        w = _weights(z.size, weights)
+        order = np.argsort(z, kind="stable")
+        a, cdf = z[order], np.cumsum(w[order]) * z.size / (z.size + 1)
+        last = np.r_[a[1:] != a[:-1], True]  # ties: the cumulative weight of the last
+        a, cdf = a[last], cdf[last]
+        return cls(tuple(map(float, a)), tuple(map(float, 1.0 - cdf)), int(z.size))
+
+    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Interpolation nodes in ``v = 2 sf(a)`` (increasing) and the tail there."""
+        v = 2.0 * norm.sf(np.asarray(self.knots, dtype=float))
+        return np.r_[0.0, v[::-1], 1.0], np.r_[0.0, np.asarray(self.tails)[::-1], 1.0]
+
+    def tail(self, a: np.ndarray) -> np.ndarray:
+        if not self.knots:
+            return 2.0 * norm.sf(np.asarray(a, dtype=float))
+        v, t = self._grid()
+        return np.interp(2.0 * norm.sf(np.asarray(a, dtype=float)), v, t)
+
+    def _moment(self, power: int) -> float:
+        """``E|Z'|^power`` (1 or 2), exactly for the piecewise-linear map."""
+        if not self.knots:
+            return 1.0 if power == 2 else float(np.sqrt(2.0 / np.pi))
+        a = np.r_[0.0, np.asarray(self.knots), np.inf]
+        mass = -np.diff(np.r_[1.0, np.asarray(self.tails), 0.0])  # P(segment)
+        dv = 2.0 * (norm.sf(a[:-1]) - norm.sf(a[1:]))  # P_raw(segment)
+        if power == 2:  # int a^2 2 phi(a) da = 2 [Phi(a) - a phi(a)]
+            finite = np.where(np.isinf(a), 0.0, a)
+            f = 2.0 * (norm.cdf(a) - finite * norm.pdf(finite))
+        else:  # int a 2 phi(a) da = -2 phi(a)
+            f = -2.0 * norm.pdf(a)
+        seg = np.diff(f)
+        ok = dv > 0
+        return float(np.sum(mass[ok] / dv[ok] * seg[ok]))
+
+    @property
+    def std_factor(self) -> float:
+        return float(np.sqrt(self._moment(2)))
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "knots": list(self.knots),
+            "tails": list(self.tails),
+            "n": int(self.n),
+        }
+
+
+CALIBRATIONS: dict[str, type] = {
+    "variance": VarianceCalibration,
+    "student_t": StudentTCalibration,
+    "isotonic": IsotonicCalibration,
+}
+
+
+def fit_calibration(
+    kind: str, z: np.ndarray, weights: np.ndarray | None = None
+) -> Calibration:
+    """Fit the recalibration ``kind`` (a key of :data:`CALIBRATIONS`) on raw
+    standardised held-out residuals."""
+    if kind not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {kind!r}; choose one of {sorted(CALIBRATIONS)}")
+    return CALIBRATIONS[kind].fit_z(z, weights)
+
+
+def calibration_from_dict(d: dict | None) -> Calibration:
+    """A stored recalibration (:meth:`Calibration.to_dict`); ``None`` is the identity."""
+    if not d or d.get("kind", "variance_scale") == "variance_scale":
+        return VarianceCalibration.from_dict(d)
+    if d["kind"] == "student_t":
+        return StudentTCalibration(float(d["scale"]), float(d["dof"]), int(d.get("n", 0)))
+    if d["kind"] == "isotonic":
+        return IsotonicCalibration(
+            tuple(map(float, d["knots"])), tuple(map(float, d["tails"])), int(d.get("n", 0))
+        )
+    raise ValueError(f"unknown calibration kind {d['kind']!r}")
+
+
 def cross_fitted_z(
-    z: np.ndarray, k: int, rng: np.random.Generator, weights: np.ndarray | None = None
+    z: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+    kind: str = "variance",
 ) -> np.ndarray:
-    """Recalibrated residuals, each scaled by a factor fitted without it (k folds).
+    """Recalibrated residuals, each normalised by a recalibration fitted without it
+    (k folds; :meth:`Calibration.normalise`).
 
     The ECE of these is an honest estimate of the recalibrated model's ECE, where the
-    ECE of ``z / fit_scale(z)`` would be optimistic (fitted and judged on the same data).
+    ECE of residuals recalibrated by a map fitted on them would be optimistic.
     """
     z = np.asarray(z, dtype=float)
     w = np.ones(z.size) if weights is None else np.asarray(weights, dtype=float)
@@ -234,27 +486,32 @@ def cross_fitted_z(
     for fold in np.array_split(rng.permutation(z.size), k):
         train = np.ones(z.size, dtype=bool)
         train[fold] = False
-        s = fit_scale(z[train], w[train]) if train.sum() >= MIN_CALIBRATION_RESIDUALS else 1.0
-        out[fold] = z[fold] / s
+        cal = fit_calibration(kind, z[train], w[train])
+        out[fold] = cal.normalise(z[fold])
     return out
 
 
 def calibration_metrics(
-    z_raw: np.ndarray, z_calibrated: np.ndarray, std_calibrated: np.ndarray, alpha: float = 0.05
+    z_raw: np.ndarray,
+    z_calibrated: np.ndarray,
+    std_calibrated: np.ndarray,
+    alpha: float = 0.05,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """ECE (raw and recalibrated), signed miscalibration area, sharpness, largest
     standardised residual and its n-aware threshold, of held-out residuals.
 
-    ``z_raw`` are the held-out residuals over the model's own deviations, ``z_calibrated``
-    over the recalibrated ones (cross-fitted), ``std_calibrated`` the recalibrated
-    deviations (for the sharpness).
+    ``z_raw`` are the held-out residuals over the model's own deviations,
+    ``z_calibrated`` the recalibrated ones (cross-fitted and normalised:
+    :func:`cross_fitted_z`), ``std_calibrated`` the recalibrated deviations (for the
+    sharpness); ``weights`` (e.g. importance weights) weight the coverages.
     """
     p = LEVELS
     zc = np.asarray(z_calibrated, dtype=float)
     return {
-        "ece": ece_of_z(zc),
-        "ece_uncalibrated": ece_of_z(z_raw),
-        "miscalibration_area": float(np.mean(coverage(zc, p) - p)),
+        "ece": ece_of_z(zc, weights=weights),
+        "ece_uncalibrated": ece_of_z(z_raw, weights=weights),
+        "miscalibration_area": float(np.mean(coverage(zc, p, weights) - p)),
         "sharpness": sharpness(std_calibrated),
         "max_std_residual": float(np.max(np.abs(zc))),
         "max_std_residual_threshold": max_residual_threshold(zc.size, alpha),

@@ -11,15 +11,19 @@ each sample's lower hull and count, for every candidate, how often it is a verte
 
 * ``p_on_hull``: the Monte Carlo estimate of P(candidate is a ground state);
 * ``hull_distance``: the posterior mean of ``E - hull(composition)`` (eV/atom);
-* ``expected_missing``: the expected number of ground states not yet labelled,
-  ``sum(p_on_hull)`` over unlabelled candidates (the stopping criterion
-  ``missing_ground_states``).
+* ``expected_missing``: the expected number of ground states not yet labelled that
+  lie more than a tolerance below the hull of the labelled candidates (the stopping
+  criterion ``missing_ground_states`` with ``hull_tolerance``; with tolerance 0,
+  ``sum(p_on_hull)`` over unlabelled candidates).
 
 Hulls are built in as many dimensions as the compositions span (scipy's Qhull; a
 monotone chain for binaries). Only the lowest energy at each composition can be a
 vertex, so each sample's hull is built over the per-composition minima, found for a
 whole block of samples at once with ``np.minimum.reduceat``: the per-sample cost
-depends on the number of distinct compositions, not of candidates.
+depends on the number of distinct compositions, not of candidates. Every sampled hull
+lies at or below the hull of the labelled candidates, so candidates that cannot reach
+it are not sampled and compositions whose sampled minimum lies above it do not enter
+that sample's hull. Blocks of samples run on threads, each from its own seed.
 
 Hull energies do not depend on the reference energies of the end members (formation
 energy is an affine function of energy per atom at fixed composition), so energies per
@@ -28,9 +32,12 @@ atom are used as they are.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg.blas import sgemm
 from scipy.spatial import ConvexHull, QhullError
 
 
@@ -82,7 +89,9 @@ def _chain_lower_hull(x: np.ndarray, e: np.ndarray) -> list[int]:
     return hull
 
 
-def lower_hull(coords: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lower_hull(
+    coords: np.ndarray, energies: np.ndarray, at: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Vertices of the lower convex hull of ``(coords, energy)`` and the hull's energy.
 
     Parameters
@@ -91,33 +100,40 @@ def lower_hull(coords: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np
         ``(G, r)`` distinct composition coordinates (see :func:`composition_coordinates`).
     energies
         ``(G,)`` energy per atom at each.
+    at
+        ``(Q, r)`` where to evaluate the hull (default ``coords``; inside their span).
 
     Returns
     -------
     vertex, hull
         ``vertex[g]``: point ``g`` is a vertex of the lower hull (points inside a facet
-        are not); ``hull[g]``: the hull's energy at ``coords[g]`` (so ``energies - hull``
-        is the distance above the hull, >= 0 up to round-off).
+        are not); ``hull[q]``: the hull's energy at ``at[q]`` (so ``energies - hull``
+        is the distance above the hull, >= 0 up to round-off, when ``at`` is
+        ``coords``).
     """
     coords = np.asarray(coords, dtype=float)
+    at = coords if at is None else np.asarray(at, dtype=float)
     e = np.asarray(energies, dtype=float)
     G, r = coords.shape
     vertex = np.zeros(G, dtype=bool)
-    if r == 0:
+    if r == 0 or G == 1:
         vertex[int(np.argmin(e))] = True
-        return vertex, np.full(G, e.min())
+        return vertex, np.full(at.shape[0], e.min())
     if r == 1:
         order = np.argsort(coords[:, 0], kind="stable")
         x = coords[order, 0]
         chain = order[_chain_lower_hull(x, e[order])]
         vertex[chain] = True
-        return vertex, np.interp(coords[:, 0], coords[chain, 0], e[chain])
-    if G <= r + 1:  # a simplex (or less): every point is a vertex
+        return vertex, np.interp(at[:, 0], coords[chain, 0], e[chain])
+    if G <= r + 1:  # a simplex (or less): every point is a vertex, one plane
         vertex[:] = True
-        return vertex, e.copy()
+        if at is coords:
+            return vertex, e.copy()
+        coef, *_ = np.linalg.lstsq(np.column_stack([coords, np.ones(G)]), e, rcond=None)
+        return vertex, np.column_stack([at, np.ones(at.shape[0])]) @ coef
     hull, lower = _lower_facets(np.column_stack([coords, e]))
-    vertex[np.unique(hull.simplices[lower])] = True
-    return vertex, _hull_at(hull.equations[lower], coords)
+    vertex[hull.simplices[lower].ravel()] = True
+    return vertex, _hull_at(hull.equations[lower], at)
 
 
 def _lower_facets(points: np.ndarray) -> tuple[ConvexHull, np.ndarray]:
@@ -199,11 +215,16 @@ class CompositionGroups:
     @classmethod
     def of_coords(cls, coords: np.ndarray, decimals: int = 8) -> CompositionGroups:
         """Group points by coordinates already projected (no further projection)."""
-        C = np.round(np.asarray(coords, dtype=float), decimals)
-        unique, group = np.unique(C, axis=0, return_inverse=True)
-        group = group.reshape(-1)
-        order = np.argsort(group, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+        C = np.round(np.asarray(coords, dtype=float), decimals) + 0.0  # no -0.0
+        n = C.shape[0]
+        order = np.lexsort(C.T[::-1]) if C.shape[1] else np.arange(n)  # rows, sorted
+        Cs = C[order]
+        new = np.r_[True, np.any(Cs[1:] != Cs[:-1], axis=1)] if n else np.zeros(0, bool)
+        group = np.empty(n, dtype=np.int64)
+        group[order] = np.cumsum(new) - 1
+        # Each group's coordinates: its first member's, unrounded.
+        unique = np.asarray(coords, dtype=float)[order][new]
+        starts = np.flatnonzero(new)
         return cls(unique, group, order, starts)
 
     @property
@@ -270,23 +291,70 @@ def _square_root(covariance: np.ndarray) -> np.ndarray:
 
 @dataclass
 class HullCounts:
-    """Running sums over samples: vertex counts, hull distances, group minima."""
+    """Running sums over samples: vertex counts and the hull at each composition.
+
+    ``missing[t]`` counts, per candidate, the samples in which it is a hull vertex more
+    than ``tolerances[t]`` below the labelled hull (see :func:`count_hull_vertices`).
+    """
 
     n: int
     on_hull: np.ndarray
-    distance: np.ndarray
-    ever_min: np.ndarray
     hull_sum: np.ndarray | float = 0.0
     n_samples: int = 0
+    tolerances: tuple[float, ...] = ()
+    missing: np.ndarray | None = None
+    changed: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, n: int) -> HullCounts:
+    def empty(cls, n: int, tolerances: tuple[float, ...] = ()) -> HullCounts:
         """Zero counts for ``n`` candidates."""
-        return cls(n, np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool))
+        tol = tuple(float(t) for t in tolerances)
+        return cls(n, np.zeros(n), tolerances=tol, missing=np.zeros((len(tol), n)),
+                   changed=np.zeros(len(tol)))
+
+    @classmethod
+    def merge(cls, parts: list[HullCounts]) -> HullCounts:
+        """The sums of several running counts over the same candidates."""
+        out = parts[0]
+        for p in parts[1:]:
+            out.on_hull += p.on_hull
+            out.missing += p.missing
+            out.changed += p.changed
+            out.hull_sum = out.hull_sum + p.hull_sum
+            out.n_samples += p.n_samples
+        return out
+
+
+def _sample_hulls(
+    coords: np.ndarray, gmin: np.ndarray, bound: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower hull of each row of ``gmin`` (per-composition minima of one sample).
+
+    Every sampled hull lies at or below ``bound`` (the labelled hull), so a composition
+    whose minimum is above it cannot be a vertex: each hull is built over the others
+    only (removing points that are not vertices leaves a convex hull unchanged) and
+    evaluated at every composition from its facets.
+    """
+    S, G = gmin.shape
+    vertex = np.zeros((S, G), dtype=bool)
+    hull = np.empty((S, G))
+    below = None if bound is None else gmin <= bound + 1e-6
+    for s in range(S):
+        if below is None or below[s].all():
+            vertex[s], hull[s] = lower_hull(coords, gmin[s])
+            continue
+        idx = np.flatnonzero(below[s])
+        v, hull[s] = lower_hull(coords[idx], gmin[s, idx], coords)
+        vertex[s, idx[v]] = True
+    return vertex, hull
 
 
 def count_hull_vertices(
-    samples: np.ndarray, groups: CompositionGroups, counts: HullCounts, priority: np.ndarray
+    samples: np.ndarray,
+    groups: CompositionGroups,
+    counts: HullCounts,
+    priority: np.ndarray,
+    bound: np.ndarray | None = None,
 ) -> None:
     """Add one block of energy samples to the running counts.
 
@@ -301,25 +369,33 @@ def count_hull_vertices(
     priority
         ``(N,)`` exact ties at a composition (identical feature rows share every
         sample) go to the lowest priority (labelled candidates first).
+    bound
+        ``(G,)`` the labelled hull at each group (in the samples' frame; ``inf`` where
+        undefined): only groups at or below it enter each sample's hull, and
+        ``counts.missing`` counts vertices more than each tolerance below it.
     """
     order = np.lexsort((priority, groups.group))
-    E = samples[:, order]
+    presorted = bool(np.array_equal(order, np.arange(order.size)))
+    E = samples if presorted else samples[:, order]
+    sizes = np.diff(np.r_[groups.starts, E.shape[1]])
     gmin = np.minimum.reduceat(E, groups.starts, axis=1)  # (S, G)
-    grp = groups.group[order]
-    is_min = E == gmin[:, grp]
-    tied = np.flatnonzero(is_min.sum(axis=1) > groups.size)
+    is_min = E == np.repeat(gmin, sizes, axis=1)
+    tied = np.flatnonzero(np.count_nonzero(is_min, axis=1) > groups.size)
     if tied.size:  # keep the first minimum of each group (sorted by priority)
         c = np.cumsum(is_min[tied], axis=1)
         before = np.where(groups.starts > 0, c[:, groups.starts - 1], 0)
-        is_min[tied] &= (c - before[:, grp]) == 1
-    vertex = np.empty(gmin.shape, dtype=bool)
-    hull = np.empty(gmin.shape)
-    for s in range(E.shape[0]):
-        vertex[s], hull[s] = lower_hull(groups.coords, gmin[s])
-    on = is_min & vertex[:, grp]
-    counts.on_hull[order] += on.sum(axis=0)
-    counts.distance[order] += (E - hull[:, grp]).sum(axis=0)
-    counts.ever_min[order] |= is_min.any(axis=0)
+        is_min[tied] &= (c - np.repeat(before, sizes, axis=1)) == 1
+    vertex, hull = _sample_hulls(groups.coords, gmin, bound)
+    on = is_min & np.repeat(vertex, sizes, axis=1)
+    idx = slice(None) if presorted else order
+    counts.on_hull[idx] += np.count_nonzero(on, axis=0)
+    if counts.tolerances and bound is not None:
+        for t, tol in enumerate(counts.tolerances):
+            deep = vertex & (bound - gmin > tol + 1e-7)  # (S, G): that deep below
+            counts.missing[t, idx] += np.count_nonzero(
+                is_min & np.repeat(deep, sizes, axis=1), axis=0
+            )
+            counts.changed[t] += np.count_nonzero(deep.any(axis=1))
     counts.hull_sum = counts.hull_sum + hull.sum(axis=0)
     counts.n_samples += E.shape[0]
 
@@ -367,6 +443,21 @@ class GroundStateEstimate:
     shift
         ``(len(contenders),)`` the affine function of composition subtracted from the
         contenders' samples (:func:`affine_reference`).
+    tolerance
+        eV/atom: a candidate counts as a missing ground state in a sample only when it
+        is a vertex of that sample's hull more than this below the labelled hull.
+    p_missing
+        ``(N,)`` fraction of samples in which each candidate is such a vertex (``None``:
+        not counted, :attr:`p_on_hull` is used).
+    missing_at
+        Expected number of missing ground states at each tolerance counted.
+    contender_bound
+        ``(len(contenders),)`` the labelled hull at each contender, less ``shift``
+        (``inf`` where undefined): every sampled hull lies at or below it.
+    changed_at
+        At each tolerance counted, the fraction of samples whose hull lies more than
+        it below the labelled hull somewhere (``P(the labelled hull is off by more
+        than the tolerance)``, at most the expected number of missing ground states).
     """
 
     p_on_hull: np.ndarray
@@ -376,16 +467,27 @@ class GroundStateEstimate:
     contenders: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
     contender_samples: np.ndarray | None = field(default=None, repr=False)
     shift: np.ndarray | None = field(default=None, repr=False)
+    tolerance: float = 0.0
+    p_missing: np.ndarray | None = field(default=None, repr=False)
+    missing_at: dict[float, float] = field(default_factory=dict)
+    contender_bound: np.ndarray | None = field(default=None, repr=False)
+    changed_at: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def _p(self) -> np.ndarray:
+        p = self.p_on_hull if self.p_missing is None else self.p_missing
+        return p[~self.labelled]
 
     @property
     def expected_missing(self) -> float:
-        """Expected number of ground states not yet labelled: ``sum p`` over unlabelled."""
-        return float(self.p_on_hull[~self.labelled].sum())
+        """Expected number of ground states not yet labelled that lie more than
+        :attr:`tolerance` below the labelled hull: ``sum p_missing`` over unlabelled."""
+        return float(self._p.sum())
 
     @property
     def missing_std_error(self) -> float:
         """Monte Carlo standard error of :attr:`expected_missing` (independent samples)."""
-        p = self.p_on_hull[~self.labelled]
+        p = self._p
         return float(np.sqrt(np.sum(p * (1 - p)) / max(self.n_samples, 1)))
 
 
@@ -395,8 +497,8 @@ def upper_bound_of_hulls(
     """The hull of the labelled points, at ``coords``: an upper bound of every sampled hull.
 
     Every sample holds the labelled candidates at their labels, so its lower hull lies
-    at or below theirs wherever theirs is defined; outside the labelled compositions'
-    range the bound is ``+inf``.
+    at or below theirs wherever theirs is defined (the labelled hull's facets, exact in
+    any dimension); outside the labelled compositions' span the bound is ``+inf``.
     """
     coords = np.asarray(coords, dtype=float)
     out = np.full(coords.shape[0], np.inf)
@@ -416,13 +518,34 @@ def upper_bound_of_hulls(
         return out
     if vc.shape[0] <= r:
         return out
-    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import Delaunay
 
-    try:
-        bound = LinearNDInterpolator(vc, ve, fill_value=np.inf)(coords)
+    try:  # inside the labelled compositions' span: the labelled hull's facets
+        inside = Delaunay(vc).find_simplex(coords, tol=1e-9) >= 0
     except QhullError:
         return out
-    return np.where(np.isfinite(bound), bound + 1e-9, np.inf)
+    _, hull = lower_hull(vc, ve, coords[inside])
+    out[inside] = hull + 1e-9
+    return out
+
+
+def _row_classes(X: np.ndarray, decimals: int = 10) -> np.ndarray:
+    """Class of each row, identical (rounded) rows sharing one (``(N,)`` integers).
+
+    Rows are sorted by a random projection and compared with their predecessor, so
+    identical rows are adjacent (distinct rows share a projection with probability 0).
+    """
+    R = np.round(np.asarray(X, dtype=float), decimals)
+    n = R.shape[0]
+    if n == 0 or R.shape[1] == 0:
+        return np.zeros(n, dtype=np.int64)
+    h = R @ np.random.default_rng(0).standard_normal(R.shape[1])
+    order = np.argsort(h, kind="stable")
+    Rs = R[order]
+    new = np.r_[True, np.any(Rs[1:] != Rs[:-1], axis=1)]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.cumsum(new) - 1
+    return out
 
 
 def estimate_ground_states(
@@ -437,6 +560,9 @@ def estimate_ground_states(
     chunk: int = 64,
     prune_sigmas: float = 6.0,
     max_stored: int = 150_000_000,
+    tolerance: float = 0.0,
+    report_tolerances: tuple[float, ...] = (),
+    threads: int | None = None,
 ) -> GroundStateEstimate:
     """Sample hulls from the posterior of a linear surrogate.
 
@@ -450,7 +576,15 @@ def estimate_ground_states(
     the hull of the labels (:func:`upper_bound_of_hulls`), so an unlabelled candidate
     whose mean lies more than ``prune_sigmas`` predictive standard deviations above it
     is left out (it is on a hull with probability below ``Phi(-prune_sigmas)`` per
-    sample) and gets ``p_on_hull = 0``. Samples are processed in blocks of ``chunk``.
+    sample) and gets ``p_on_hull = 0``; for the same reason, a composition whose
+    sampled minimum lies above that bound does not enter the sample's hull. Samples
+    are processed in blocks of ``chunk``.
+
+    A candidate counts as a *missing* ground state in a sample when it is unlabelled,
+    a vertex of the sample's hull, and more than ``tolerance`` below the hull of the
+    labelled candidates: the hull it would make differs from the labelled one by more
+    than ``tolerance`` (the largest difference between the two hulls is at such a
+    vertex). ``tolerance = 0`` counts every unlabelled vertex.
 
     Parameters
     ----------
@@ -477,6 +611,14 @@ def estimate_ground_states(
     max_stored
         Keep all samples (4 bytes each) up to this many; beyond, only the
         contenders' samples are kept, drawn again from the same random streams.
+    tolerance
+        eV/atom, for :attr:`GroundStateEstimate.expected_missing`.
+    report_tolerances
+        Further tolerances at which the expected number of missing ground states is
+        counted too (:attr:`GroundStateEstimate.missing_at`).
+    threads
+        Blocks of samples run on this many threads (default: the CPUs, at most 4);
+        the result does not depend on it.
 
     Returns
     -------
@@ -484,6 +626,8 @@ def estimate_ground_states(
         Its contenders are the labelled candidates and those lowest at their
         composition in at least one sample, with their samples.
     """
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"hull tolerance must be a finite number >= 0, got {tolerance}")
     rng = np.random.default_rng() if rng is None else rng
     mean = np.asarray(mean, dtype=float)
     X = np.asarray(X, dtype=float)
@@ -496,68 +640,127 @@ def estimate_ground_states(
     sd = np.sqrt((XR * XR).sum(axis=1) + noise_var)
     bound = upper_bound_of_hulls(coords_all, coords_all[labelled], labels[labelled])
     keep = np.flatnonzero(labelled | (mean - prune_sigmas * sd <= bound))
+    # Sort the kept candidates by composition, labelled first: the samples' columns
+    # are then in the order the counts need (no reordering per block).
+    first = CompositionGroups.of_coords(coords_all[keep])
+    keep = keep[np.lexsort((tie_priority(labelled[keep]), first.group))]
     kl = labelled[keep]
     groups = CompositionGroups.of_coords(coords_all[keep])
     # Work relative to an affine function of composition, in single precision.
     ref = affine_reference(coords_all, mean)
     base = (np.where(labelled, labels, mean) - ref)[keep].astype(np.float32)
+    # The labelled hull (no higher than a group's own labels) at each group.
+    lab_bound = np.minimum(bound, np.where(labelled, labels, np.inf)) - ref
+    gbound = np.minimum.reduceat(lab_bound[keep], groups.starts).astype(np.float32)
     XRk = XR[keep].astype(np.float32)
-    urow = np.unique(np.round(X[keep], 10), axis=0, return_inverse=True)[1].reshape(-1)
+    urow = _row_classes(X[keep])
     shared = urow.size and int(urow.max()) + 1 < urow.size  # identical rows share noise
     sigma = np.float32(np.sqrt(max(noise_var, 0.0)))
-    priority = tie_priority(kl)
-    counts = HullCounts.empty(keep.size)
+    priority = np.arange(keep.size)  # already sorted: labelled first in each group
+    tolerances = tuple(dict.fromkeys((float(tolerance), *map(float, report_tolerances))))
 
     def draw(gen: np.random.Generator, m: int, cols: np.ndarray | None) -> np.ndarray:
         z = gen.standard_normal((m, XR.shape[1]), dtype=np.float32)
-        eps = None
+        sel = slice(None) if cols is None else cols
         if sigma > 0:
             eps = gen.standard_normal((m, int(urow.max()) + 1 if shared else keep.size),
                                       dtype=np.float32)
-        sel = slice(None) if cols is None else cols
-        E = z @ XRk[sel].T
-        if eps is not None:
-            E += sigma * (eps[:, urow[sel]] if shared else eps[:, sel])
+            if shared:
+                E = eps[:, urow[sel]]
+            else:
+                E = eps if cols is None else eps[:, cols]
+            E *= sigma
+        else:
+            E = np.zeros((m, base[sel].size), dtype=np.float32)
         E += base[sel]
+        # E += z XR^T, accumulated in place (E^T is Fortran-ordered: BLAS adds into it).
+        A = XRk.T if cols is None else np.ascontiguousarray(XRk[cols]).T  # Fortran (r, n)
+        E = sgemm(1.0, A, z.T, beta=1.0, c=E.T, overwrite_c=True, trans_a=True).T
         fixed = kl[sel]
         E[:, fixed] = base[sel][fixed]
         return E
 
-    states = []
+    # One random stream per block (children of one seed drawn from ``rng``): blocks
+    # run on ``threads`` threads (numpy releases the GIL in the draws and reductions)
+    # and the contenders' samples can be drawn again from the same streams.
+    starts = list(range(0, n_samples, chunk))
+    seeds = np.random.SeedSequence(rng.integers(0, 2**63, size=4).tolist()).spawn(len(starts))
     # Keep every sample when it fits (single precision), else draw the contenders'
-    # samples again from the same random streams afterwards.
+    # samples again afterwards.
     keep_all = n_samples * keep.size <= max_stored
     stored = np.empty((n_samples, keep.size), dtype=np.float32) if keep_all else None
-    for start in range(0, n_samples, chunk):
-        states.append(rng.bit_generator.state)
-        E = draw(rng, min(chunk, n_samples - start), None)
-        count_hull_vertices(E, groups, counts, priority)
-        if keep_all:
-            stored[start : start + E.shape[0]] = E
+    n_threads = max(1, min(threads or min(os.cpu_count() or 1, 4), len(starts)))
+
+    def work(w: int) -> HullCounts:
+        part = HullCounts.empty(keep.size, tolerances)
+        for i in range(w, len(starts), n_threads):
+            m = min(chunk, n_samples - starts[i])
+            E = draw(np.random.default_rng(seeds[i]), m, None)
+            count_hull_vertices(E, groups, part, priority, gbound)
+            if keep_all:
+                stored[starts[i] : starts[i] + m] = E
+        return part
+
+    if n_threads == 1:
+        parts = [work(0)]
+    else:
+        with ThreadPoolExecutor(n_threads) as pool:
+            parts = list(pool.map(work, range(n_threads)))
+    counts = HullCounts.merge(parts)
     # Contenders: labelled candidates and those on a sampled hull at least once.
     cont = np.flatnonzero(kl | (counts.on_hull > 0))
     if keep_all:
         samples = stored[:, cont]
     else:
-        end_state = rng.bit_generator.state
-        blocks = []
-        for i, start in enumerate(range(0, n_samples, chunk)):
-            rng.bit_generator.state = states[i]
-            blocks.append(draw(rng, min(chunk, n_samples - start), cont))
-        rng.bit_generator.state = end_state
+        blocks = [
+            draw(np.random.default_rng(seeds[i]), min(chunk, n_samples - start), cont)
+            for i, start in enumerate(starts)
+        ]
         samples = np.vstack(blocks) if blocks else np.zeros((0, cont.size), np.float32)
+    by_index = np.argsort(keep[cont], kind="stable")  # contenders in index order
+    return _estimate_from_counts(
+        counts, keep, cont[by_index], samples[:, by_index], groups,
+        np.where(labelled, labels, mean) - ref, coords_all, labelled, ref, lab_bound,
+    )
+
+
+def _estimate_from_counts(
+    counts: HullCounts,
+    keep: np.ndarray,
+    cont: np.ndarray,
+    samples: np.ndarray,
+    groups: CompositionGroups,
+    shifted_base: np.ndarray,
+    coords_all: np.ndarray,
+    labelled: np.ndarray,
+    ref: np.ndarray,
+    shifted_bound: np.ndarray,
+) -> GroundStateEstimate:
+    """The estimate over all candidates from the counts over the kept ones.
+
+    Pruned candidates are never on a hull. The mean distance above the hull,
+    ``E[E_i - hull(c_i)] = mu_i - E[hull(c_i)]``, takes the exact posterior mean
+    ``mu_i`` (the label when labelled) and the sampled hulls' mean at ``c_i``.
+    """
+    n = labelled.size
     s = max(counts.n_samples, 1)
     p = np.zeros(n)
     p[keep] = counts.on_hull / s
+    mean_hull = counts.hull_sum / s
     distance = np.empty(n)
-    distance[keep] = counts.distance / s
+    distance[keep] = shifted_base[keep] - mean_hull[groups.group]
     rest = np.setdiff1d(np.arange(n), keep)
     if rest.size:
-        distance[rest] = (mean - ref)[rest] - _mean_hull_at(
-            groups, counts.hull_sum / s, coords_all[rest]
-        )
+        distance[rest] = shifted_base[rest] - _mean_hull_at(groups, mean_hull, coords_all[rest])
+    p_missing = np.zeros((len(counts.tolerances), n))
+    p_missing[:, keep] = counts.missing / s
+    p_missing[:, labelled] = 0.0
+    missing_at = {t: float(p_missing[i].sum()) for i, t in enumerate(counts.tolerances)}
+    changed_at = {t: float(counts.changed[i] / s) for i, t in enumerate(counts.tolerances)}
     return GroundStateEstimate(
-        p, distance, labelled, counts.n_samples, keep[cont], samples, ref[keep[cont]]
+        p, distance, labelled, counts.n_samples, keep[cont], samples, ref[keep[cont]],
+        tolerance=counts.tolerances[0], p_missing=p_missing[0], missing_at=missing_at,
+        contender_bound=shifted_bound[keep[cont]], changed_at=changed_at,
     )
 
 
@@ -632,6 +835,9 @@ def believer_batch(
     Xc = np.asarray(X, dtype=float)[cont]
     SX = Xc @ np.asarray(covariance, dtype=float)  # rows x_i^T S
     groups = CompositionGroups.of(np.asarray(compositions)[cont])
+    gbound = None  # believed labels only lower the hulls: the labelled hull still bounds
+    if estimate.contender_bound is not None:
+        gbound = np.minimum.reduceat(estimate.contender_bound[groups.order], groups.starts)
     fixed = estimate.labelled[cont].copy()
     freq = estimate.p_on_hull[cont].copy()
     distance = estimate.hull_distance[cont]  # breaks ties of frequency (nearest first)
@@ -649,6 +855,6 @@ def believer_batch(
         if len(picks) == k or not sel_c.any():
             break
         counts = HullCounts.empty(cont.size)
-        count_hull_vertices(E, groups, counts, tie_priority(fixed))
+        count_hull_vertices(E, groups, counts, tie_priority(fixed), gbound)
         freq = counts.on_hull / max(counts.n_samples, 1)
     return np.array(picks, dtype=int), np.array(scores)

@@ -27,7 +27,7 @@ from alcampaign.science.acquisition import (
     multi_fidelity_rows,
 )
 from alcampaign.science.bce import BayesianClusterExpansion
-from alcampaign.science.calibration import VarianceCalibration
+from alcampaign.science.calibration import Calibration, VarianceCalibration
 from alcampaign.science.domain import ApplicabilityDomain
 from alcampaign.science.hull import (
     GroundStateEstimate,
@@ -81,6 +81,11 @@ class LearningSettings:
     accuracy_estimate, accuracy_level
         The pool-wide error estimate behind ``rmse``/``mae`` (one of
         :data:`alcampaign.science.validation.ESTIMATES`) and its interval's coverage.
+    calibration, calibration_weighting
+        The recalibration of the predictive fitted on the cross-validated residuals
+        (a key of :data:`alcampaign.science.calibration.CALIBRATIONS`), and whether
+        those residuals are weighted by the pool/labelled density ratio
+        (``importance``) or not (``none``) there and in the posterior estimate.
     dear_cost, cheap_cost
         Cost of one call at each fidelity; ``cheap_cost`` ``None`` means a
         single-fidelity campaign.
@@ -90,6 +95,10 @@ class LearningSettings:
         Stop when the expected number of unlabelled hull ground states is below this
         (``None``: off); hulls are sampled when this is set or the rule is
         ``ground_state``.
+    hull_tolerance
+        eV/atom: a sampled hull's unlabelled vertex counts as a missing ground state
+        only when it lies more than this below the labelled hull
+        (:func:`~alcampaign.science.hull.estimate_ground_states`).
     min_labels
         The missing-ground-states criterion counts from this many oracle calls.
     """
@@ -114,10 +123,13 @@ class LearningSettings:
     cv_folds: int = 5
     accuracy_estimate: str = "posterior"
     accuracy_level: float = 0.9
+    calibration: str = "variance"
+    calibration_weighting: str = "importance"
     dear_cost: float = 1.0
     cheap_cost: float | None = None
     n_samples: int = 1000
     missing_ground_states: float | None = None
+    hull_tolerance: float = 0.0
     min_labels: int = 0
 
     @property
@@ -254,7 +266,7 @@ class FittedModel:
     multi_fidelity: bool
     offsets: tuple[float, float] = (0.0, 0.0)  # (dear, cheap) target means (multi-fidelity)
     cv: Prediction | None = None  # out-of-fold predictions of the dear labels (eV/atom), raw
-    calibration: VarianceCalibration = field(default_factory=VarianceCalibration)
+    calibration: Calibration = field(default_factory=VarianceCalibration)
 
     def rows(self, X: np.ndarray, cheap: bool = False) -> np.ndarray:
         """Model rows of candidates at the dear (or cheap) fidelity."""
@@ -374,7 +386,7 @@ def assess_accuracy(
     data: TrainingData,
     fitted: FittedModel,
     rng: np.random.Generator,
-) -> tuple[VarianceCalibration, dict]:
+) -> tuple[Calibration, dict]:
     """Recalibrate ``fitted`` on its out-of-fold predictions and estimate the pool error
     (:func:`alcampaign.science.validation.assess`)."""
     raw = fitted.predict(data.X, calibrated=False)
@@ -383,7 +395,7 @@ def assess_accuracy(
     audit = None
     if data.audit_index.size:
         audit = data.audit_y - raw.mean[data.audit_index]
-    iw = settings.accuracy_estimate == "iwcv"
+    iw = settings.accuracy_estimate == "iwcv" or settings.calibration_weighting == "importance"
     held = HeldOut(
         y=data.dear_y,
         cv_mean=fitted.cv.mean,
@@ -400,6 +412,8 @@ def assess_accuracy(
         rng,
         settings.thresholds.max_std_residual_alpha or 0.05,
         settings.cv_folds,
+        settings.calibration,
+        settings.calibration_weighting == "importance",
     )
 
 
@@ -430,6 +444,7 @@ def ground_states(
     compositions: np.ndarray,
     members: np.ndarray,
     rng: np.random.Generator,
+    report_tolerances: tuple[float, ...] = (),
 ) -> GroundStateEstimate:
     """Sampled hulls over the candidates ``members`` (labelled ones at their labels).
 
@@ -440,6 +455,9 @@ def ground_states(
     members
         Indices of the candidates that enter the hulls (labelled or still askable:
         failed ones can never be labelled, so they are left out).
+    report_tolerances
+        Further hull tolerances (eV/atom) at which to count the expected missing
+        ground states too (:attr:`GroundStateEstimate.missing_at`).
 
     Returns
     -------
@@ -456,6 +474,8 @@ def ground_states(
         settings.n_samples,
         rng,
         fitted.model.noise_variance(),
+        tolerance=settings.hull_tolerance,
+        report_tolerances=report_tolerances,
     )
 
 

@@ -19,7 +19,8 @@ point estimate of the pool RMSE and MAE with a ``level`` interval:
     The expected squared error over the pool under the calibrated predictive: the
     labelled candidates' known fit residuals plus, for every unlabelled candidate,
     its predictive variance times the second moment of the held-out standardised
-    residuals (so a heavy tail seen in cross-validation is carried over).
+    residuals (so a heavy tail seen in cross-validation is carried over), taken from
+    a Student t fitted to them and weighted by the pool/labelled density ratio.
 ``audit``
     A random audit sample of the pool that no acquisition rule ever chooses and that
     is never trained on: the RMSE of the deployed model on it is unbiased for the pool.
@@ -125,42 +126,100 @@ def residual_estimate(
     return _estimate(method, stat, r.size, level, rng)
 
 
+def student_t_scale2(z: np.ndarray, w: np.ndarray, dof: float, iters: int = 200) -> np.ndarray:
+    """Weighted maximum-likelihood squared scale of a Student t with ``dof`` degrees of
+    freedom, for each row of ``z`` (``(B, n)``, weights ``w`` alike).
+
+    The EM fixed point ``s^2 = sum w u z^2 / sum w`` with ``u = (dof + 1) / (dof +
+    z^2 / s^2)`` (Lange, Little & Taylor, JASA 84, 881, 1989), started at the weighted
+    mean of ``z^2``.
+    """
+    total = w.sum(axis=1)
+    s2 = np.maximum((w * z**2).sum(axis=1) / total, 1e-300)
+    for _ in range(iters):
+        u = (dof + 1.0) / (dof + z**2 / s2[:, None])
+        s2 = np.maximum((w * u * z**2).sum(axis=1) / total, 1e-300)
+    return s2
+
+
+def _t_abs_mean(dof: float) -> float:
+    """``E|T|`` of a standard Student t with ``dof > 1``."""
+    from scipy.special import gammaln
+
+    return float(
+        2.0
+        * np.sqrt(dof)
+        * np.exp(gammaln((dof + 1) / 2) - gammaln(dof / 2))
+        / (np.sqrt(np.pi) * (dof - 1))
+    )
+
+
 def posterior_estimate(
     fit_residuals: np.ndarray,
     unlabelled_std: np.ndarray,
     z_heldout: np.ndarray,
     level: float,
     rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+    moments: str = "student_t",
 ) -> AccuracyEstimate:
     """Expected pool error under the calibrated predictive.
 
     ``MSE = (sum_labelled r_i^2 + m2 sum_unlabelled sigma_j^2) / N`` and
     ``MAE = (sum_labelled |r_i| + m1 sum_unlabelled sigma_j) / N``, with ``m2`` and
-    ``m1`` the mean of ``z^2`` and of ``|z|`` over the held-out standardised residuals
-    ``z`` of the same (calibrated) predictive (1 and ``sqrt(2/pi)`` if it were exactly
-    Gaussian). The interval bootstraps the held-out residuals.
+    ``m1`` the second moment and mean absolute value of the held-out standardised
+    residuals ``z`` (1 and ``sqrt(2/pi)`` if they were exactly Gaussian):
+
+    * ``moments="empirical"``: the (weighted) sample means of ``z^2`` and ``|z|``;
+    * ``moments="student_t"``: those of a scaled Student t fitted to ``z`` by weighted
+      maximum likelihood (:class:`~alcampaign.science.calibration.StudentTCalibration`;
+      its degrees of freedom, at least 2.5, are kept in the bootstrap and the scale
+      refitted: :func:`student_t_scale2`). With 30-60 heavy-tailed residuals the sample
+      mean of ``z^2`` is set by the largest one or two; the fitted tail is steadier.
+
+    With importance weights (pool over labelled density ratio, :func:`density_ratio`)
+    the moments are those of the residuals the *pool* would give, not of the actively
+    chosen labels (covariate-shift correction, Shimodaira 2000; Sugiyama et al. 2007).
+    The interval bootstraps the held-out residuals (with their weights).
 
     Parameters
     ----------
     fit_residuals
         Label minus the final model's mean at every labelled candidate.
     unlabelled_std
-        Calibrated predictive standard deviation at every unlabelled candidate.
+        Raw predictive standard deviation at every unlabelled candidate (the
+        moments of ``z`` carry the recalibration).
     z_heldout
-        Held-out residuals over their calibrated predictive standard deviations.
+        Held-out residuals over their raw predictive standard deviations.
+    weights
+        Optional importance weight of each held-out residual.
+    moments
+        ``student_t`` or ``empirical``.
     """
+    from alcampaign.science.calibration import StudentTCalibration
+
     r = np.asarray(fit_residuals, dtype=float)
     sd = np.asarray(unlabelled_std, dtype=float)
     z = np.asarray(z_heldout, dtype=float)
     if z.size == 0:
         raise ValueError("the posterior estimate needs held-out residuals")
+    if moments not in ("student_t", "empirical"):
+        raise ValueError(f"unknown moments {moments!r}; choose student_t or empirical")
+    w = np.ones(z.size) if weights is None else np.asarray(weights, dtype=float)
     n_pool = r.size + sd.size
     ss_lab, sa_lab, var_un, sd_un = float(r @ r), float(np.abs(r).sum()), sd @ sd, sd.sum()
+    dof = StudentTCalibration.fit_z(z, w).dof if moments == "student_t" else np.inf
 
     def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zi = z[idx]
-        mse = (ss_lab + np.mean(zi**2, axis=1) * var_un) / n_pool
-        return np.sqrt(mse), (sa_lab + np.mean(np.abs(zi), axis=1) * sd_un) / n_pool
+        zi, wi = z[idx], w[idx]
+        total = wi.sum(axis=1)
+        if np.isfinite(dof):
+            s2 = student_t_scale2(zi, wi, dof)
+            m2, m1 = s2 * dof / (dof - 2.0), np.sqrt(s2) * _t_abs_mean(dof)
+        else:
+            m2 = (wi * zi**2).sum(axis=1) / total
+            m1 = (wi * np.abs(zi)).sum(axis=1) / total
+        return np.sqrt((ss_lab + m2 * var_un) / n_pool), (sa_lab + m1 * sd_un) / n_pool
 
     return _estimate("posterior", stat, z.size, level, rng)
 
@@ -243,35 +302,58 @@ def assess(
     rng: np.random.Generator,
     outlier_alpha: float = 0.05,
     folds: int = 5,
+    calibration: str = "variance",
+    weighted: bool = False,
+    moments: str = "student_t",
 ):
     """Recalibrate the predictive on held-out residuals and estimate the pool error.
+
+    Parameters
+    ----------
+    calibration
+        The recalibration fitted on the held-out standardised residuals (a key of
+        :data:`alcampaign.science.calibration.CALIBRATIONS`).
+    weighted
+        Weight the held-out residuals by ``data.weights`` (the pool/labelled density
+        ratio) in the recalibration, its cross-fitted metrics and the posterior
+        estimate, so that they describe the pool rather than the actively chosen
+        labels (weighted quantile recalibration under covariate shift: Tibshirani,
+        Barber, Candes & Ramdas, NeurIPS 2019). ``iwcv`` always uses the weights.
+    moments
+        How the ``posterior`` estimate takes the moments of the held-out residuals
+        (:func:`posterior_estimate`).
 
     Returns
     -------
     calibration, metrics
-        The :class:`~alcampaign.science.calibration.VarianceCalibration` to apply to
-        every prediction, and metrics: ``rmse``/``mae`` (the chosen estimate) with
+        The :class:`~alcampaign.science.calibration.Calibration` to apply to every
+        prediction, and metrics: ``rmse``/``mae`` (the chosen estimate) with
         ``rmse_low``/``rmse_high``/``mae_low``/``mae_high``, ``cv_rmse``/``cv_mae``,
         calibration metrics (``ece`` of the recalibrated held-out residuals,
         cross-fitted; ``ece_uncalibrated``; ``miscalibration_area``; ``sharpness``;
-        ``max_std_residual`` and its n-aware threshold; ``calibration_scale``), and
-        ``accuracy``: the estimate as a dict (which method, its interval).
+        ``max_std_residual`` and its n-aware threshold; ``calibration_scale``, the
+        factor on every standard deviation), and ``accuracy``: the estimate as a dict
+        (which method, its interval).
     """
     from alcampaign.science.calibration import (
-        VarianceCalibration,
         calibration_metrics,
         cross_fitted_z,
+        fit_calibration,
         standardized,
     )
 
     if method not in ESTIMATES:
         raise ValueError(f"unknown accuracy estimate {method!r}; choose one of {ESTIMATES}")
     z_raw = standardized(data.y, data.cv_mean, data.cv_std)
-    weights = data.weights if method == "iwcv" else None
-    cal = VarianceCalibration.fit(data.y, data.cv_mean, data.cv_std, weights)
-    z_cal = cross_fitted_z(z_raw, folds, rng, weights)
-    metrics: dict = calibration_metrics(z_raw, z_cal, cal.scale * data.cv_std, outlier_alpha)
-    metrics["calibration_scale"] = cal.scale
+    if (weighted or method == "iwcv") and data.weights is None:
+        raise ValueError("importance weighting needs HeldOut.weights (density_ratio)")
+    weights = data.weights if weighted or method == "iwcv" else None
+    cal = fit_calibration(calibration, z_raw, weights)
+    z_cal = cross_fitted_z(z_raw, folds, rng, weights, calibration)
+    metrics: dict = calibration_metrics(
+        z_raw, z_cal, cal.std_factor * data.cv_std, outlier_alpha, weights
+    )
+    metrics["calibration_scale"] = cal.std_factor
     cv = residual_estimate(data.y - data.cv_mean, level, rng)
     if method == "cv":
         est = cv
@@ -283,7 +365,7 @@ def assess(
         est = residual_estimate(data.audit_residuals, level, rng, method="audit")
     else:
         est = posterior_estimate(
-            data.y - data.fit_mean, cal.scale * data.unlabelled_std, z_raw / cal.scale, level, rng
+            data.y - data.fit_mean, data.unlabelled_std, z_raw, level, rng, weights, moments
         )
     metrics.update(
         rmse=est.rmse,

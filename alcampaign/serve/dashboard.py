@@ -189,7 +189,8 @@ def _nearest_predicted(pred: dict | None, keep: int = MAX_HULL_PREDICTED) -> dic
         "n_total": len(pred["ids"]),
         **{
             k: [pred[k][i] for i in order]
-            for k in ("ids", "x", "formation_energy", "std", "e_above_hull")
+            for k in ("ids", "x", "formation_energy", "std", "e_above_hull", "p_on_hull")
+            if pred.get(k) is not None
         },
     }
 
