@@ -1,5 +1,6 @@
 """The campaign lease: two controllers on one campaign never both acquire."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -105,3 +106,19 @@ def test_concurrent_controllers_acquire_once(stores):
     assert len(doc["history"]) == 1 and len(doc["acquisitions"]) == 3
     assert len({a["candidate_id"] for a in doc["acquisitions"]}) == 3
     assert sum(isinstance(r, dict) and "skipped" in r for r in results) == 3
+
+
+def test_processes_opening_a_new_embedded_database_together(tmp_path):
+    """montydb writes its storage files on the first open: processes opening a new
+    database at the same moment (``run`` + ``resume``) must not read them half-written."""
+    code = "from alcampaign.store.facade import open_stores; open_stores(None)"
+    cmd = [sys.executable, "-c", code]
+    for trial in range(4):
+        env = {**os.environ, "ALCAMPAIGN_HOME": str(tmp_path / str(trial))}
+        procs = [
+            subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-500:]

@@ -154,12 +154,26 @@ def load_job_store(path: str | Path | None = None):
     return job_store_from_spec(spec)
 
 
+def _connect_mutex(path: str | None):
+    """On the embedded store, a file lock around connecting: montydb writes its storage
+    files when a client first opens the folder, and another process opening it at that
+    moment read them half-written ("Empty module name"; seen with ``run`` and
+    ``resume`` started together on a new database). Elsewhere nothing to serialise."""
+    if path is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(Path(path) / ".connect.lock"))
+
+
 def connect_job_store(store) -> None:
     """Connect every store of a JobStore and make one round trip, so that an unreachable
     database fails here, with an error that says what to fix, before anything runs."""
     try:
-        store.connect()
-        store.additional_stores["campaigns"].count({"name": "__ping__"})
+        with _connect_mutex(getattr(store.docs_store, "database_path", None)):
+            store.connect()
+            store.additional_stores["campaigns"].count({"name": "__ping__"})
     except Exception as exc:
         raise ConfigError(
             f"could not connect to the database ({type(store.docs_store).__name__}): {exc}. "
@@ -498,7 +512,8 @@ class CampaignStores:
         if getattr(self.campaigns, "database_path", None) is None:
             return self
         campaigns = type(self.campaigns).from_dict(self.campaigns.as_dict())
-        campaigns.connect()
+        with _connect_mutex(self.campaigns.database_path):
+            campaigns.connect()
         return CampaignStores(self.candidates, self.labels, self.models, campaigns, self.blocks)
 
     # -- acquisitions ------------------------------------------------------------
