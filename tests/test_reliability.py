@@ -115,7 +115,7 @@ def run_once(tmp: Path, seed: int) -> dict:
     time.sleep(0.5)
     slots += [_spawn(home, log, "resume", NAME) for _ in range(2)]
     killed: dict[int, float] = {}
-    codes: list[tuple[str, int]] = []
+    codes: list[tuple[str, int, str]] = []
     js = stores = None
     next_kill = time.monotonic() + rng.uniform(2.0, 8.0)
     deadline = time.monotonic() + 600
@@ -129,12 +129,11 @@ def run_once(tmp: Path, seed: int) -> dict:
         for i, proc in enumerate(slots):
             if proc.poll() is None:
                 continue
-            codes.append((" ".join(proc.args[3:]), proc.returncode))
-            if proc.returncode not in (0, 2, -signal.SIGKILL):
-                raise AssertionError(
-                    f"{proc.args[3:]} exited {proc.returncode}: {proc.stderr.read()}"
-                )
+            err = proc.stderr.read()
             proc.stderr.close()
+            codes.append((" ".join(proc.args[3:]), proc.returncode, err[-800:]))
+            if proc.returncode not in (0, 2, -signal.SIGKILL):
+                raise AssertionError(f"{proc.args[3:]} exited {proc.returncode}: {err}")
             # Restarted slots wait for the lease (and take over when its holder dies).
             slots[i] = None if state == "stopped" else _spawn(home, log, "resume", NAME, "--wait")
         slots = [p for p in slots if p is not None]
@@ -148,10 +147,11 @@ def run_once(tmp: Path, seed: int) -> dict:
                 next_kill = time.monotonic() + rng.uniform(1.0, 6.0)
         time.sleep(0.05)
     else:
-        stuck = _diagnose(stores, slots, log)
+        stuck = _diagnose(stores, slots, log) + f"\nexited first: {codes[:3]}"
         raise AssertionError(f"the campaign did not stop within 600 s:\n{stuck}")
     js, stores = _stores(home)
-    return _check(js, stores, log, killed) | {"codes": codes, "kills": len(killed)}
+    exits = [(args, rc) for args, rc, _ in codes]
+    return _check(js, stores, log, killed) | {"codes": exits, "kills": len(killed)}
 
 
 def _diagnose(stores, slots: list, log: Path) -> str:
