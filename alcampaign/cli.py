@@ -162,16 +162,11 @@ def _apply_resources(config, workers: int | None):
 
 
 def _prewarm(resources, oracle: dict) -> None:
-    """Start the oracle batches' worker processes now (campaign run here, under its lease).
+    """Start the oracle batches' worker processes now (campaign run here, under its lease),
+    so they import the oracle's modules while the campaign enumerates and prescreens."""
+    from alcampaign.campaign.parallel import oracle_modules, prewarm
 
-    They import the oracle's module while the campaign enumerates and prescreens.
-    """
-    from alcampaign.campaign.parallel import prewarm
-
-    makers = [oracle.get("maker"), (oracle.get("cheap") or {}).get("maker")]
-    modules = tuple(m.rpartition(".")[0] for m in makers if m and "." in m)
-    if modules:
-        prewarm(resources.workers, resources.threads_per_process, modules)
+    prewarm(resources.workers, resources.threads_per_process, oracle_modules(oracle))
 
 
 def execute(flow, job_store, name: str, stores, runner=None) -> dict:

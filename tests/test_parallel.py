@@ -134,3 +134,18 @@ def test_worker_pool_is_kept_and_replaced_when_broken():
     fresh = worker_pool(2, 1)
     assert fresh is not pool
     assert fresh.submit(os.getpid).result(timeout=120) != pid
+
+
+def test_oracle_modules_are_the_makers_modules():
+    """The modules a worker imports are those of the jobs' functions (one derivation)."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    from alcampaign.campaign.parallel import oracle_module, oracle_modules
+
+    path = "atomate2.forcefields.jobs.ForceFieldRelaxMaker"
+    oracle = {"maker": path, "cheap": {"maker": path}}
+    assert oracle_modules(oracle) == ("atomate2.forcefields.jobs",)
+    assert oracle_modules({"maker": "external"}) == ()
+    structure = read_structure(Path(__file__).parents[1] / "examples" / "cu_fcc.cif")
+    job = ForceFieldRelaxMaker(force_field_name="CHGNet").make(structure)
+    assert oracle_module(job.as_dict()) == oracle_modules(oracle)[0]

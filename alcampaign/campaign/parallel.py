@@ -86,9 +86,16 @@ def worker_pool(workers: int, threads: int, modules: tuple[str, ...] = ()) -> Pr
     return pool
 
 
+def oracle_modules(oracle: dict) -> tuple[str, ...]:
+    """The modules of an oracle config's Makers (``maker`` and ``cheap.maker``), which
+    define the functions of the oracle jobs (:func:`oracle_module`)."""
+    makers = [oracle.get("maker"), (oracle.get("cheap") or {}).get("maker")]
+    return tuple(sorted({m.rpartition(".")[0] for m in makers if m and "." in m}))
+
+
 def prewarm(workers: int, threads: int, modules: tuple[str, ...] = ()) -> None:
     """Start the pool's workers now (without waiting), so the first batch finds them ready."""
-    if workers > 1:
+    if workers > 1 and modules:
         pool = worker_pool(workers, threads, modules)
         for _ in range(workers):
             pool.submit(_ready)
