@@ -50,26 +50,47 @@ RULES = ["ground_state", "lower_confidence_bound", "max_variance", "random"]
 SETTINGS = {1: 5, 5: 10}  # batch size: initial design size
 
 
-def config_for(rule: str, seed: int, batch: int, n_initial: int, n_samples: int):
+#: ``default``: a campaign's default features and surrogate (cutoffs [10, 7, 5.5], the
+#: clusters' order and diameter for the hierarchical prior, the CHGNet delta term), as
+#: ``examples/cuau_emt.yaml``; ``previous``: what the first runs of this benchmark used
+#: (the demo's former cutoffs [6, 4.5], no cluster metadata, no CHGNet column).
+SURROGATES = {
+    "default": {"cutoffs": [10.0, 7.0, 5.5], "prescreen": True, "metadata": True},
+    "previous": {"cutoffs": [6.0, 4.5], "prescreen": False, "metadata": False},
+}
+
+
+def config_for(rule: str, seed: int, batch: int, n_initial: int, n_samples: int,
+               surrogate: str = "default"):
     """A campaign config carrying the rule (the structure file is never read here)."""
+    variant = SURROGATES[surrogate]
     return CampaignConfig.model_validate(
         {
             "name": "bench",
             "seed": seed,
             "system": {"structure": "unused.cif"},
+            "features": {"kind": "cluster_vector", "cutoffs": variant["cutoffs"]},
+            "prescreen": {"enabled": variant["prescreen"]},
             "acquisition": {"rule": rule, "batch_size": batch, "n_samples": n_samples},
             "initial_design": {"n_initial": n_initial},
         }
     )
 
 
-def featurize(pool: dict, cutoffs: list[float]) -> np.ndarray:
-    """Cluster vectors of a pool's orderings (the controller's default features)."""
+def featurize(pool: dict, surrogate: str):
+    """Design matrix of a pool's orderings as the controller builds it, and its columns
+    (``None`` for the ``previous`` variant: bare cluster vectors)."""
     from alcampaign.science.features import ClusterVectorFeaturizer
+    from alcampaign.science.learning import design_matrix
 
+    variant = SURROGATES[surrogate]
     parent = pool["parent"]
-    feat = ClusterVectorFeaturizer(parent.atoms, parent.chemical_symbols, cutoffs)
-    return feat.featurize([o.atoms for o in pool["orderings"]])
+    feat = ClusterVectorFeaturizer(parent.atoms, parent.chemical_symbols, variant["cutoffs"])
+    raw = feat.featurize([o.atoms for o in pool["orderings"]])
+    if not variant["metadata"]:
+        return raw, None
+    settings = learning_settings(config_for("random", 0, 1, 5, 10, surrogate))
+    return design_matrix(settings, "cluster_vector", raw, pool["chgnet"], feat.cluster_metadata())
 
 
 TOLERANCES = (0.0, 0.001, 0.002, 0.005, 0.01)  # eV/atom, counted on every iteration
@@ -85,7 +106,7 @@ def labelled_hull_error(comps: np.ndarray, emt: np.ndarray, asked: list[int],
 
 
 def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
-           stopping: bool = True) -> dict:
+           stopping: bool = True, columns=None, surrogate: str = "default") -> dict:
     """One campaign against the labelled pool; returns its counts.
 
     Every iteration records the expected number of missing ground states at each of
@@ -97,7 +118,7 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
 
     With ``stopping`` false the hulls are sampled only where the rule needs them and
     the stopping criterion is not followed (faster for rules that do not sample)."""
-    config = config_for(rule, seed, batch, n_initial, n_samples)
+    config = config_for(rule, seed, batch, n_initial, n_samples, surrogate)
     settings = learning_settings(config)  # what the controller's decide() gets
     emt, x = pool["emt"], pool["x"]
     comps = np.column_stack([1 - x, x])
@@ -107,6 +128,7 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
     rng = np.random.default_rng(seed)
     asked, _ = initial_design(n_initial, n, np.random.default_rng(seed), comps, pool["chgnet"])
     out = {"pair": pool["pair"], "rule": rule, "seed": seed, "batch": batch,
+           "surrogate": surrogate,
            "calls_all": None, "stopping": stopping, "trace": []}
     stops: dict[float, int] = {}
     min_labels = config.stopping.min_labels
@@ -114,7 +136,7 @@ def replay(pool, X, rule, seed, batch, n_initial, budget, missing, n_samples,
         calls = len(asked)
         if out["calls_all"] is None and truth <= set(asked):
             out["calls_all"] = calls
-        data = TrainingData(X, np.array(asked), emt[asked])
+        data = TrainingData(X, np.array(asked), emt[asked], columns=columns)
         fitted, _ = fit_and_validate(settings, data, rng, validate=False)
         labels = np.full(n, np.nan)
         labels[asked] = emt[asked]
@@ -256,7 +278,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--missing", type=float, default=0.1)
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--cutoffs", type=float, nargs="*", default=[6.0, 4.5])
+    ap.add_argument("--surrogate", choices=sorted(SURROGATES), default="default")
     ap.add_argument("--stopping-rules", nargs="*",
                     default=["ground_state", "lower_confidence_bound"],
                     help="rules whose runs also follow missing_ground_states")
@@ -278,7 +300,7 @@ def main() -> None:
         if set(pools.split(pair)) == set(pools.split(pools.BLIND)):
             raise SystemExit(f"{pools.BLIND} is the blind check: not benchmarked here")
         pool = pools.load(pair)
-        X = featurize(pool, args.cutoffs)
+        X, columns = featurize(pool, args.surrogate)
         for batch in args.batches:
             for rule in args.rules:
                 rows = []
@@ -286,7 +308,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     row = replay(pool, X, rule, seed, batch, SETTINGS.get(batch, 10),
                                  args.budget, args.missing, args.samples,
-                                 rule in args.stopping_rules)
+                                 rule in args.stopping_rules, columns, args.surrogate)
                     row["seconds"] = round(time.perf_counter() - t0, 1)
                     print(json.dumps(row), flush=True)
                     rows.append(row)

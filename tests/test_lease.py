@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +123,29 @@ def test_processes_opening_a_new_embedded_database_together(tmp_path):
         for p in procs:
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err[-500:]
+
+
+def test_opening_the_embedded_database_while_another_program_rewrites_it(tmp_path):
+    """maggma's ``MontyStore.connect`` rewrites montydb's storage files on every connect;
+    a program doing so without our lock (found by the lease harness's own reader) must
+    not make ``run`` fail with "Empty module name"."""
+    from alcampaign.config import embedded_store_spec
+    from alcampaign.store.facade import connect_job_store, job_store_from_spec
+
+    spec = embedded_store_spec(tmp_path)
+    rogue = (
+        "import sys, time\n"
+        "from maggma.stores import MontyStore\n"
+        "end = time.time() + float(sys.argv[2])\n"
+        "while time.time() < end:\n"
+        "    MontyStore('x', database_path=sys.argv[1], database_name='alcampaign').connect()\n"
+    )
+    connect_job_store(job_store_from_spec(spec))  # the database exists, as in a campaign
+    proc = subprocess.Popen([sys.executable, "-c", rogue, str(tmp_path / "db"), "20"])
+    try:
+        time.sleep(3)  # the rogue program is importing maggma, then rewriting
+        for _ in range(60):
+            connect_job_store(job_store_from_spec(spec))
+    finally:
+        proc.kill()
+        proc.wait()

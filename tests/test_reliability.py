@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from alcampaign.config import embedded_store_spec
-from alcampaign.store.facade import CampaignStores, job_store_from_spec
+from alcampaign.store.facade import CampaignStores, connect_job_store, job_store_from_spec
 
 from conftest import small_config_dict
 
@@ -81,8 +81,9 @@ def _spawn(home: Path, log: Path, *args: str) -> subprocess.Popen:
 
 
 def _stores(home: Path) -> tuple:
+    """The harness's own reader, opened as alcampaign opens it (under the connect lock)."""
     js = job_store_from_spec(embedded_store_spec(home))
-    js.connect()
+    connect_job_store(js)
     return js, CampaignStores.from_job_store(js)
 
 
@@ -147,7 +148,8 @@ def run_once(tmp: Path, seed: int) -> dict:
                 next_kill = time.monotonic() + rng.uniform(1.0, 6.0)
         time.sleep(0.05)
     else:
-        stuck = _diagnose(stores, slots, log) + f"\nexited first: {codes[:3]}"
+        ran = [c for c in codes if c[0].startswith("run")]
+        stuck = _diagnose(stores, slots, log) + f"\nrun exited: {ran}\nfirst exits: {codes[:3]}"
         raise AssertionError(f"the campaign did not stop within 600 s:\n{stuck}")
     js, stores = _stores(home)
     exits = [(args, rc) for args, rc, _ in codes]

@@ -167,19 +167,41 @@ def _connect_mutex(path: str | None):
     return FileLock(str(Path(path) / ".connect.lock"))
 
 
+#: Attempts to open the embedded database (see :func:`connect_job_store`).
+EMBEDDED_CONNECT_ATTEMPTS = 5
+
+
 def connect_job_store(store) -> None:
     """Connect every store of a JobStore and make one round trip, so that an unreachable
-    database fails here, with an error that says what to fix, before anything runs."""
-    try:
-        with _connect_mutex(getattr(store.docs_store, "database_path", None)):
-            store.connect()
-            store.additional_stores["campaigns"].count({"name": "__ping__"})
-    except Exception as exc:
+    database fails here, with an error that says what to fix, before anything runs.
+
+    On the embedded store the connection is made under :func:`_connect_mutex` and tried
+    again a few times: maggma's ``MontyStore.connect`` rewrites montydb's storage files
+    on *every* connect, so a program that opens the folder without our lock (a user's
+    script with plain maggma, a second tool) can make a file read empty for a moment.
+    """
+    path = getattr(store.docs_store, "database_path", None)
+    attempts = 1 if path is None else EMBEDDED_CONNECT_ATTEMPTS
+    for attempt in range(attempts):
+        try:
+            with _connect_mutex(path):
+                store.connect()  # stores connected by an earlier attempt are kept
+                store.additional_stores["campaigns"].count({"name": "__ping__"})
+            return
+        except Exception as exc:  # every failure gets the message below
+            error = exc
+            if attempt + 1 < attempts:
+                time.sleep(0.05 * 2**attempt)
+    if path is not None:
         raise ConfigError(
-            f"could not connect to the database ({type(store.docs_store).__name__}): {exc}. "
-            "Check that the server is reachable and the store file's environment variables "
-            "are set."
-        ) from None
+            f"could not open the embedded database at {path}: {error}. Check that the "
+            "folder is writable, and that no other program is rewriting it."
+        )
+    raise ConfigError(
+        f"could not connect to the database ({type(store.docs_store).__name__}): {error}. "
+        "Check that the server is reachable and the store file's environment variables "
+        "are set."
+    )
 
 
 @dataclass
