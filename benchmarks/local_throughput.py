@@ -64,14 +64,30 @@ def _energies(store, jobs) -> list[float]:
     return out
 
 
+def balance_limit(job_seconds: list[float], workers: int) -> float:
+    """The best speed-up ``workers`` processes can reach on jobs of these lengths: their
+    sum over the longest worker's share in the best assignment (exhaustive; small n),
+    with no contention between the processes."""
+    from itertools import product
+
+    best = min(
+        max(sum(t for t, w in zip(job_seconds, assign, strict=True) if w == k)
+            for k in range(workers))
+        for assign in product(range(workers), repeat=len(job_seconds))
+    )
+    return sum(job_seconds) / best
+
+
 def run_variant(variant: str, n: int, steps: int, threads: int | None) -> tuple[float, list]:
-    """Seconds for the batch, and the energies per atom."""
+    """Seconds for the batch, and the energies per atom (and, run one after another,
+    each job's seconds)."""
     import torch
 
     from alcampaign.campaign.parallel import run_oracle_batch, shutdown_pools
 
     jobs = _jobs(n, steps)
     store = _store()
+    job_seconds: list[float] = []
     if variant.endswith("cold"):
         shutdown_pools()
     t0 = time.perf_counter()
@@ -84,10 +100,12 @@ def run_variant(variant: str, n: int, steps: int, threads: int | None) -> tuple[
         torch.set_num_threads(threads or previous)
         try:
             for j in jobs:
+                t1 = time.perf_counter()
                 j.run(store)
+                job_seconds.append(round(time.perf_counter() - t1, 2))
         finally:
             torch.set_num_threads(previous)
-    return time.perf_counter() - t0, _energies(store, jobs)
+    return time.perf_counter() - t0, _energies(store, jobs), job_seconds
 
 
 def main() -> None:
@@ -104,6 +122,7 @@ def main() -> None:
                 (f"workers={w} cold", 1), (f"workers={w}", 1)]
     run_variant("sequential", 1, 2, 1)  # warm-up: imports, model load
     base = None
+    limit = None
     reference = None
     sequential = {}
     for competing in (False, True):
@@ -113,12 +132,15 @@ def main() -> None:
             hog.start()
         try:
             for variant, threads in variants:
-                seconds, energies = run_variant(variant, args.n, args.steps, threads)
+                seconds, energies, job_seconds = run_variant(
+                    variant, args.n, args.steps, threads
+                )
                 reference = reference or energies
                 same = max(abs(a - b) for a, b in zip(energies, reference, strict=True)) < 1e-6
                 base = base or seconds
                 if variant == "sequential":
                     sequential[competing] = seconds
+                    limit = balance_limit(job_seconds, w)
                 print(json.dumps({
                     "variant": variant,
                     "threads_per_process": threads,
@@ -131,6 +153,10 @@ def main() -> None:
                     "speedup_vs_sequential": round(sequential[competing] / seconds, 2)
                     if competing in sequential else None,
                     "same_energies": same,
+                    "job_seconds": job_seconds or None,
+                    # what equal-speed workers could reach on these jobs' lengths
+                    "balance_limit": round(limit, 2)
+                    if variant.startswith("workers=") else None,
                 }), flush=True)
         finally:
             if hog is not None:
