@@ -22,6 +22,9 @@ one per (pool, batch, rule) summary; ``--table`` adds a markdown table. Usage::
     python benchmarks/ground_state_search.py --pairs NiPt --seeds 2 --rules ground_state
     python benchmarks/ground_state_search.py --table        # NiPt CuPt AlAg, 10 seeds (long)
 
+``--surrogate`` picks the model: ``default`` (the campaign's default features and
+surrogate) or ``previous`` (the first runs' bare cluster vectors, cutoffs [6, 4.5]).
+
 The ``--speed`` mode times one ``ground_state`` decision on a synthetic pool (1,000
 samples, 100,000 candidates, d = 64) instead.
 """
