@@ -149,3 +149,16 @@ def test_oracle_modules_are_the_makers_modules():
     structure = read_structure(Path(__file__).parents[1] / "examples" / "cu_fcc.cif")
     job = ForceFieldRelaxMaker(force_field_name="CHGNet").make(structure)
     assert oracle_module(job.as_dict()) == oracle_modules(oracle)[0]
+
+
+def test_batches_start_with_the_largest_cells():
+    """Largest first (LPT): a big cell never starts last while the other workers idle."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    from alcampaign.campaign.parallel import largest_first
+
+    cell = read_structure(Path(__file__).parents[1] / "examples" / "cu_fcc.cif")
+    maker = ForceFieldRelaxMaker(force_field_name="CHGNet")
+    jobs = [maker.make(cell * m) for m in ((1, 1, 1), (2, 1, 1), (1, 1, 1), (2, 2, 1))]
+    assert [len(j.function_args[0]) for j in jobs] == [4, 8, 4, 16]
+    assert largest_first(jobs) == [3, 1, 0, 2]

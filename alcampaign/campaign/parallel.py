@@ -16,6 +16,8 @@ batch's oracle jobs to :func:`run_oracle_batch` instead of adding them to the fl
   metadata and ``data`` blobs are exactly those ``run_locally`` would have stored;
 * the answers go to the ingest job as the sequential flow's references would
   (energy, final structure, forces, stress; ``None`` for a failed job).
+* the jobs are handed out largest cell first (:func:`largest_first`), so a batch of
+  mixed cell sizes does not end with one long relaxation while the other workers idle.
 
 A worker killed mid-batch (kill -9, out of memory) breaks the pool: the batch job
 fails after writing every answer that came back, and ``alcampaign resume`` finds those
@@ -40,6 +42,8 @@ import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from pymatgen.core import Structure
 
 from alcampaign.campaign.oracle import stored_answer
 
@@ -175,7 +179,7 @@ def run_oracle_batch(
     store_names = sorted(store.additional_stores)
     by_uuid = {a["job_uuid"]: a for a in answers}
     root = str(Path.cwd())
-    payloads = [j.as_dict() for j in jobs]
+    payloads = [jobs[i].as_dict() for i in largest_first(jobs)]
     modules = tuple(sorted({oracle_module(p) for p in payloads} - {None}))
     pool = worker_pool(workers, threads, modules)
     futures = [pool.submit(_run_in_worker, p, store_names, root) for p in payloads]
@@ -193,6 +197,23 @@ def run_oracle_batch(
         else:  # as a failed job reaches ingest in the sequential flow
             answer.update(energy=None, structure=None, forces=None, stress=None)
     return answers
+
+
+def largest_first(jobs: list) -> list[int]:
+    """The order to hand jobs to the pool: most atoms first (ties keep the batch order).
+
+    The pool gives the next job to whichever worker frees first, so the batch ends when
+    the last long job does; starting the long ones first (Graham's LPT rule, SIAM J.
+    Appl. Math. 17, 416, 1969: within 4/3 of the best finish) keeps a large cell from
+    starting last while the other workers idle. A job's cost is taken as its structure's
+    size, the one predictor known before it runs (force evaluations scale with atoms).
+    """
+
+    def size(job) -> int:
+        first = job.function_args[0] if job.function_args else None
+        return len(first) if isinstance(first, Structure) else 0
+
+    return sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
 
 
 def oracle_module(job_dict: dict) -> str | None:
