@@ -18,6 +18,7 @@ Each line is JSON: variant, competing, seconds, seconds per relaxation and the r
 
     python benchmarks/local_throughput.py                 # 4 relaxations, ~5 minutes
     python benchmarks/local_throughput.py --n 2 --steps 20  # the scaled-down variant
+    python benchmarks/local_throughput.py --mixed 5          # the example's own batches, ~7 min
 """
 
 from __future__ import annotations
@@ -45,6 +46,67 @@ def _jobs(n: int, steps: int):
     found = [o for o in enumerate_orderings(parent, 4, 4)][:n]
     maker = ForceFieldRelaxMaker(force_field_name="CHGNet", steps=steps, relax_cell=True)
     return [maker.make(o.structure) for o in found]
+
+
+def _example_batches(k: int, n: int, seed: int = 0) -> list[list]:
+    """``k`` batches of ``n`` candidates drawn at random from the li05coo2 example's own
+    enumeration (58 orderings of 1-6 primitive cells, as a campaign's batches mix them)."""
+    import random
+
+    from alcampaign.config import load_config
+    from alcampaign.structures.enumeration import orderings_from_config, read_structure
+
+    cfg = load_config(ROOT / "examples" / "li05coo2_chgnet.yaml")
+    _, orderings = orderings_from_config(cfg, read_structure(cfg.system.structure))
+    rng = random.Random(seed)
+    return [[o.structure for o in rng.sample(orderings, n)] for _ in range(k)]
+
+
+def mixed(k: int, n: int, steps: int, workers: int) -> None:
+    """The example's mixed cell sizes: one after another, then ``workers`` warm workers
+    handing jobs out in the batch's order and largest cell first; a line per batch and
+    the median and worst speed-up of each order."""
+    import statistics
+
+    import torch
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    from alcampaign.campaign.parallel import prewarm, run_oracle_batch
+
+    maker = ForceFieldRelaxMaker(force_field_name="CHGNet", steps=steps, relax_cell=True)
+    prewarm(workers, 1, ("atomate2.forcefields.jobs",))
+    torch.set_num_threads(1)
+    speedups: dict[str, list[float]] = {"batch order": [], "largest first": []}
+    for b, structures in enumerate(_example_batches(k + 1, n)):
+        row: dict = {"batch": b, "atoms": [len(s) for s in structures]}
+        for variant in ("sequential", "batch order", "largest first"):
+            jobs = [maker.make(s) for s in structures]
+            store = _store()
+            t0 = time.perf_counter()
+            if variant == "sequential":
+                for j in jobs:
+                    j.run(store)
+            else:
+                answers = [{"candidate_id": str(i), "cheap": False, "job_uuid": j.uuid}
+                           for i, j in enumerate(jobs)]
+                run_oracle_batch(jobs, answers, store, workers, 1,
+                                 balance=variant == "largest first")
+            row[variant] = round(time.perf_counter() - t0, 2)
+            row.setdefault("energies", _energies(store, jobs))
+            same = max(abs(a - e) for a, e in zip(_energies(store, jobs), row["energies"],
+                                                   strict=True))
+            row["same_energies"] = row.get("same_energies", True) and same < 1e-6
+        if b == 0:
+            continue  # warm-up: the workers' first CHGNet calls
+        for variant in speedups:
+            row[f"speedup {variant}"] = round(row["sequential"] / row[variant], 2)
+            speedups[variant].append(row[f"speedup {variant}"])
+        del row["energies"]
+        print(json.dumps(row), flush=True)
+    print(json.dumps({
+        "summary": "mixed", "batches": k, "n": n, "steps": steps, "workers": workers,
+        **{f"{v} median / worst": [statistics.median(x), min(x)] for v, x in speedups.items()},
+    }), flush=True)
 
 
 def _store():
@@ -113,7 +175,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="relaxations in the batch")
     ap.add_argument("--steps", type=int, default=40, help="relaxation steps each")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--mixed", type=int, metavar="K", default=0,
+                    help="instead: K random batches of the example's mixed cell sizes, "
+                         "batch order vs largest first")
     args = ap.parse_args()
+    if args.mixed:
+        mixed(args.mixed, args.n, args.steps, args.workers)
+        from alcampaign.campaign.parallel import shutdown_pools
+
+        shutdown_pools()
+        return
     import torch
 
     default_threads = torch.get_num_threads()

@@ -155,7 +155,7 @@ def _write(store, docs: dict[str, list[dict]]) -> None:
 
 
 def run_oracle_batch(
-    jobs: list, answers: list[dict], store, workers: int, threads: int
+    jobs: list, answers: list[dict], store, workers: int, threads: int, balance: bool = True
 ) -> list[dict]:
     """Run oracle jobs in ``workers`` processes; fill and return their answers.
 
@@ -170,6 +170,9 @@ def run_oracle_batch(
         The campaign's ``JobStore``, into which every job's documents are written.
     workers, threads
         Processes, and torch/BLAS threads in each.
+    balance
+        Hand the jobs out largest cell first (:func:`largest_first`); ``False``: in the
+        batch's order (the benchmark's comparison).
 
     Raises
     ------
@@ -179,7 +182,8 @@ def run_oracle_batch(
     store_names = sorted(store.additional_stores)
     by_uuid = {a["job_uuid"]: a for a in answers}
     root = str(Path.cwd())
-    payloads = [jobs[i].as_dict() for i in largest_first(jobs)]
+    order = largest_first(jobs) if balance else range(len(jobs))
+    payloads = [jobs[i].as_dict() for i in order]
     modules = tuple(sorted({oracle_module(p) for p in payloads} - {None}))
     pool = worker_pool(workers, threads, modules)
     futures = [pool.submit(_run_in_worker, p, store_names, root) for p in payloads]
