@@ -167,41 +167,54 @@ def _connect_mutex(path: str | None):
     return FileLock(str(Path(path) / ".connect.lock"))
 
 
-#: Attempts to open the embedded database (see :func:`connect_job_store`).
+#: Attempts to open the embedded database (see :func:`_connect_embedded`).
 EMBEDDED_CONNECT_ATTEMPTS = 5
+
+
+def _connect_embedded(path: str, connect) -> None:
+    """Call ``connect()`` under :func:`_connect_mutex`, trying again a few times.
+
+    maggma's ``MontyStore.connect`` rewrites montydb's storage files on *every* connect,
+    so a program that opens the folder without our lock (a user's script with plain
+    maggma, a second tool) can make a file read empty for a moment. ``connect`` must
+    keep what an earlier attempt connected (maggma's stores do). Raises the last error.
+    """
+    for attempt in range(EMBEDDED_CONNECT_ATTEMPTS):
+        try:
+            with _connect_mutex(path):
+                connect()
+            return
+        except Exception:
+            if attempt + 1 == EMBEDDED_CONNECT_ATTEMPTS:
+                raise
+            time.sleep(0.05 * 2**attempt)
 
 
 def connect_job_store(store) -> None:
     """Connect every store of a JobStore and make one round trip, so that an unreachable
     database fails here, with an error that says what to fix, before anything runs.
 
-    On the embedded store the connection is made under :func:`_connect_mutex` and tried
-    again a few times: maggma's ``MontyStore.connect`` rewrites montydb's storage files
-    on *every* connect, so a program that opens the folder without our lock (a user's
-    script with plain maggma, a second tool) can make a file read empty for a moment.
+    The embedded store is opened with :func:`_connect_embedded`.
     """
+
+    def connect() -> None:
+        store.connect()
+        store.additional_stores["campaigns"].count({"name": "__ping__"})
+
     path = getattr(store.docs_store, "database_path", None)
-    attempts = 1 if path is None else EMBEDDED_CONNECT_ATTEMPTS
-    for attempt in range(attempts):
-        try:
-            with _connect_mutex(path):
-                store.connect()  # stores connected by an earlier attempt are kept
-                store.additional_stores["campaigns"].count({"name": "__ping__"})
-            return
-        except Exception as exc:  # every failure gets the message below
-            error = exc
-            if attempt + 1 < attempts:
-                time.sleep(0.05 * 2**attempt)
-    if path is not None:
+    try:
+        connect() if path is None else _connect_embedded(path, connect)
+    except Exception as exc:  # every failure gets a message that says what to check
+        if path is not None:
+            raise ConfigError(
+                f"could not open the embedded database at {path}: {exc}. Check that the "
+                "folder is writable, and that no other program is rewriting it."
+            ) from None
         raise ConfigError(
-            f"could not open the embedded database at {path}: {error}. Check that the "
-            "folder is writable, and that no other program is rewriting it."
-        )
-    raise ConfigError(
-        f"could not connect to the database ({type(store.docs_store).__name__}): {error}. "
-        "Check that the server is reachable and the store file's environment variables "
-        "are set."
-    )
+            f"could not connect to the database ({type(store.docs_store).__name__}): {exc}. "
+            "Check that the server is reachable and the store file's environment "
+            "variables are set."
+        ) from None
 
 
 @dataclass
@@ -534,8 +547,7 @@ class CampaignStores:
         if getattr(self.campaigns, "database_path", None) is None:
             return self
         campaigns = type(self.campaigns).from_dict(self.campaigns.as_dict())
-        with _connect_mutex(self.campaigns.database_path):
-            campaigns.connect()
+        _connect_embedded(self.campaigns.database_path, campaigns.connect)
         return CampaignStores(self.candidates, self.labels, self.models, campaigns, self.blocks)
 
     # -- acquisitions ------------------------------------------------------------
