@@ -154,13 +154,11 @@ def load_job_store(path: str | Path | None = None):
     return job_store_from_spec(spec)
 
 
-def _connect_mutex(path: str | None):
+def _connect_mutex(path: str):
     """On the embedded store, a file lock around connecting: montydb writes its storage
     files when a client first opens the folder, and another process opening it at that
     moment read them half-written ("Empty module name"; seen with ``run`` and
-    ``resume`` started together on a new database). Elsewhere nothing to serialise."""
-    if path is None:
-        return contextlib.nullcontext()
+    ``resume`` started together on a new database)."""
     from filelock import FileLock
 
     Path(path).mkdir(parents=True, exist_ok=True)
