@@ -48,6 +48,11 @@ def _jobs(n: int, steps: int):
     return [maker.make(o.structure) for o in found]
 
 
+def _same(energies: list[float], reference: list[float]) -> bool:
+    """The same labels: energies per atom equal to 1e-6 eV/atom."""
+    return max(abs(a - b) for a, b in zip(energies, reference, strict=True)) < 1e-6
+
+
 def _example_batches(k: int, n: int, seed: int = 0) -> list[list]:
     """``k`` batches of ``n`` candidates drawn at random from the li05coo2 example's own
     enumeration (58 orderings of 1-6 primitive cells, as a campaign's batches mix them)."""
@@ -92,10 +97,9 @@ def mixed(k: int, n: int, steps: int, workers: int) -> None:
                 run_oracle_batch(jobs, answers, store, workers, 1,
                                  balance=variant == "largest first")
             row[variant] = round(time.perf_counter() - t0, 2)
-            row.setdefault("energies", _energies(store, jobs))
-            same = max(abs(a - e) for a, e in zip(_energies(store, jobs), row["energies"],
-                                                   strict=True))
-            row["same_energies"] = row.get("same_energies", True) and same < 1e-6
+            energies = _energies(store, jobs)
+            reference = row.setdefault("energies", energies)
+            row["same_energies"] = row.get("same_energies", True) and _same(energies, reference)
         if b == 0:
             continue  # warm-up: the workers' first CHGNet calls
         for variant in speedups:
@@ -207,7 +211,7 @@ def main() -> None:
                     variant, args.n, args.steps, threads
                 )
                 reference = reference or energies
-                same = max(abs(a - b) for a, b in zip(energies, reference, strict=True)) < 1e-6
+                same = _same(energies, reference)
                 base = base or seconds
                 if variant == "sequential":
                     sequential[competing] = seconds
