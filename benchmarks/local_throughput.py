@@ -19,6 +19,13 @@ Each line is JSON: variant, competing, seconds, seconds per relaxation and the r
     python benchmarks/local_throughput.py                 # 4 relaxations, ~5 minutes
     python benchmarks/local_throughput.py --n 2 --steps 20  # the scaled-down variant
     python benchmarks/local_throughput.py --mixed 5          # the example's own batches, ~7 min
+    python benchmarks/local_throughput.py --repeats 7        # the fixed batch, paired, ~3 min
+
+A single timing of a 10-second batch moves by 10-15 % on a shared 2-core virtual
+machine (the two workers' slowdown against one process alone ranged from 2 % to 15 %
+between runs), so ``--repeats R`` times the fixed batch R times one after another and
+on the warm pool, in alternating order (drift of the machine falls on both), and
+reports the median and worst of the R paired speed-ups.
 """
 
 from __future__ import annotations
@@ -113,6 +120,34 @@ def mixed(k: int, n: int, steps: int, workers: int) -> None:
     }), flush=True)
 
 
+def repeats(r: int, n: int, steps: int, workers: int) -> None:
+    """The fixed batch ``r`` times in one process and on ``workers`` warm workers,
+    alternating which goes first; a line per round and the median and worst speed-up."""
+    import statistics
+
+    from alcampaign.campaign.parallel import prewarm
+
+    prewarm(workers, 1, ("atomate2.forcefields.jobs",))
+    run_variant(f"workers={workers}", n, 2, 1)  # warm-up: the workers' first CHGNet calls
+    run_variant("sequential", 1, 2, 1)
+    speedups, reference = [], None
+    for i in range(r):
+        order = ["sequential", f"workers={workers}"][:: 1 if i % 2 == 0 else -1]
+        seconds = {}
+        for variant in order:
+            seconds[variant], energies, _ = run_variant(variant, n, steps, 1)
+            reference = reference or energies
+            if not _same(energies, reference):
+                raise RuntimeError(f"round {i}: {variant} labelled the batch differently")
+        speedups.append(seconds["sequential"] / seconds[f"workers={workers}"])
+        print(json.dumps({"round": i, "first": order[0],
+                          **{k: round(v, 2) for k, v in seconds.items()},
+                          "speedup": round(speedups[-1], 2), "same_energies": True}), flush=True)
+    print(json.dumps({"summary": "repeats", "rounds": r, "n": n, "steps": steps,
+                      "workers": workers, "speedup median": round(statistics.median(speedups), 2),
+                      "speedup worst": round(min(speedups), 2)}), flush=True)
+
+
 def _store():
     from jobflow import JobStore
     from maggma.stores import MemoryStore
@@ -182,9 +217,15 @@ def main() -> None:
     ap.add_argument("--mixed", type=int, metavar="K", default=0,
                     help="instead: K random batches of the example's mixed cell sizes, "
                          "batch order vs largest first")
+    ap.add_argument("--repeats", type=int, metavar="R", default=0,
+                    help="instead: the fixed batch R times, one process vs warm workers, "
+                         "paired")
     args = ap.parse_args()
-    if args.mixed:
-        mixed(args.mixed, args.n, args.steps, args.workers)
+    if args.mixed or args.repeats:
+        if args.mixed:
+            mixed(args.mixed, args.n, args.steps, args.workers)
+        else:
+            repeats(args.repeats, args.n, args.steps, args.workers)
         from alcampaign.campaign.parallel import shutdown_pools
 
         shutdown_pools()
