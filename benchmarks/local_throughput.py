@@ -283,4 +283,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:  # the relaxations' files land here
+        os.chdir(scratch)
+        main()

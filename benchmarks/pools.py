@@ -14,16 +14,27 @@ parameters (Vegard's law). Features are not stored: enumeration is deterministic
 Fcc Cu-Pd is kept out of every tuning benchmark (a blind check of the defaults): it is
 built only when asked for by name with ``--blind``.
 
+One oxide pool, ``Li05CoO2``: every Li/vacancy ordering of ``examples/li05coo2_chgnet.yaml``
+(layered LiCoO2, half the Li sites filled) enumerated as that example does but in cells
+of up to 8 primitive cells (277 orderings, 7-28 atoms), each relaxed with the example's
+oracle (atomate2 ``ForceFieldRelaxMaker``, CHGNet, cell relaxed, fmax 0.05 eV/A, 150
+steps; run in 2 worker processes by :func:`alcampaign.campaign.parallel.run_oracle_batch`)
+and screened with CHGNet as the campaign's prescreen does. All its orderings share one
+composition, so it has no hull: it tests the surrogate on ordering energies alone.
+
 Usage::
 
     python benchmarks/pools.py --screen           # hull depth of every pair, cells <= 4
     python benchmarks/pools.py AgPt NiPt AlNi     # label whole pools (~5 min each)
+    python benchmarks/pools.py Li05CoO2           # the oxide pool (~25 min on 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from functools import cache
 from itertools import combinations
@@ -36,11 +47,13 @@ DATA = ROOT / "benchmarks" / "data"
 ELEMENTS = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 BLIND = "CuPd"  # never tuned on
 MAX_SIZE = 8
+OXIDE = "Li05CoO2"
+OXIDE_EXAMPLE = ROOT / "examples" / "li05coo2_chgnet.yaml"
 
 
 def pool_file(pair: str) -> Path:
-    """Where a pair's labelled pool is cached (Cu-Au keeps its historical file)."""
-    return DATA / f"{pair.lower()}_emt_pool.json"
+    """Where a pool's labels are cached (the oxide's oracle is CHGNet, the pairs' EMT)."""
+    return DATA / f"{pair.lower()}_{'chgnet' if pair == OXIDE else 'emt'}_pool.json"
 
 
 def split(pair: str) -> tuple[str, str]:
@@ -130,6 +143,68 @@ def compute(pair: str, max_size: int = MAX_SIZE, chgnet: bool = True) -> dict:
     }
 
 
+def oxide_orderings(max_size: int = MAX_SIZE):
+    """Parent and orderings of the oxide pool: the example's enumeration, cells up to
+    ``max_size`` primitive cells (deterministic: same order as the stored rows)."""
+    from alcampaign.config import load_config
+    from alcampaign.structures.enumeration import orderings_from_config, read_structure
+
+    cfg = load_config(OXIDE_EXAMPLE)
+    cfg = cfg.model_copy(update={"enumeration": cfg.enumeration.model_copy(
+        update={"max_size": max_size})})
+    return orderings_from_config(cfg, read_structure(cfg.system.structure))
+
+
+def compute_oxide(max_size: int = MAX_SIZE, workers: int = 2) -> dict:
+    """Relax every oxide ordering with the example's oracle (and screen it with CHGNet)."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from alcampaign.campaign.oracle import import_maker
+    from alcampaign.campaign.parallel import run_oracle_batch, shutdown_pools
+    from alcampaign.chgnet.prescreen import chgnet_prescreen
+    from alcampaign.config import load_config
+    from alcampaign.structures.enumeration import candidate_id
+
+    t0 = time.perf_counter()
+    oracle = load_config(OXIDE_EXAMPLE).oracle
+    maker = import_maker(oracle.maker, oracle.kwargs)
+    _, found = oxide_orderings(max_size)
+    cheap = chgnet_prescreen([o.structure for o in found])
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    store.connect()
+    jobs = [maker.make(o.structure) for o in found]
+    answers = [
+        {"candidate_id": candidate_id(o.structure), "cheap": False, "job_uuid": j.uuid}
+        for o, j in zip(found, jobs, strict=True)
+    ]
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:  # the jobs' working directories
+        os.chdir(scratch)
+        try:
+            run_oracle_batch(jobs, answers, store, workers, 1)
+        finally:
+            os.chdir(previous)
+            shutdown_pools()
+    rows = [
+        {
+            "candidate_id": a["candidate_id"],
+            "x": 0.5,
+            "n_sites": len(o.structure),
+            "energy_per_atom": a["energy"] / len(o.structure),
+            "chgnet_energy_per_atom": c["energy_per_atom"],
+        }
+        for o, a, c in zip(found, answers, cheap, strict=True)
+    ]
+    return {
+        "pair": OXIDE,
+        "oracle": {"maker": oracle.maker, "kwargs": oracle.kwargs},
+        "max_size": max_size,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "pool": rows,
+    }
+
+
 def formation_energies(x: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Energy per atom relative to the line between the two end members."""
     e0 = e[x == 0].min()
@@ -167,6 +242,8 @@ def load(pair: str) -> dict:
         raise FileNotFoundError(f"{path} is missing: run python benchmarks/pools.py {pair}")
     data = json.loads(path.read_text())
     rows = data["pool"]
+    if pair == OXIDE:
+        return _load_oxide(data)
     p, found = orderings(pair, data.get("max_size", MAX_SIZE))
     if len(found) != len(rows):
         raise RuntimeError(f"{path}: {len(rows)} rows but {len(found)} orderings enumerated")
@@ -186,8 +263,31 @@ def load(pair: str) -> dict:
                 for r in rows
             ]
         ),
+        "truth": emt,
         "formation": formation_energies(x, emt),
         "ground_states": hull_ground_states(x, emt),
+    }
+
+
+def _load_oxide(data: dict) -> dict:
+    """The oxide pool as :func:`load` gives it (``truth``: the relaxed CHGNet energy per
+    atom; one composition, so no formation energies or ground states)."""
+    rows = data["pool"]
+    p, found = oxide_orderings(data["max_size"])
+    ids = [r["candidate_id"] for r in rows]
+    from alcampaign.structures.enumeration import candidate_id
+
+    if ids != [candidate_id(o.structure) for o in found]:
+        raise RuntimeError(f"{pool_file(OXIDE)}: the enumeration no longer gives its rows")
+    return {
+        "pair": OXIDE,
+        "parent": p,
+        "orderings": found,
+        "ids": ids,
+        "x": np.array([r["x"] for r in rows]),
+        "n_sites": np.array([r["n_sites"] for r in rows]),
+        "truth": np.array([r["energy_per_atom"] for r in rows]),
+        "chgnet": np.array([r["chgnet_energy_per_atom"] for r in rows]),
     }
 
 
@@ -223,6 +323,12 @@ def main() -> None:
     if args.screen:
         screen()
     for pair in args.pairs:
+        if pair == OXIDE:
+            DATA.mkdir(parents=True, exist_ok=True)
+            res = compute_oxide()
+            pool_file(pair).write_text(json.dumps(res))
+            print(json.dumps({"pair": pair, "n": len(res["pool"]), "seconds": res["seconds"]}))
+            continue
         if set(split(pair)) == set(split(BLIND)) and not args.blind:
             raise SystemExit(f"{BLIND} is the blind check: pass --blind to build it")
         DATA.mkdir(parents=True, exist_ok=True)
