@@ -26,7 +26,7 @@ Usage::
 
     python benchmarks/pools.py --screen           # hull depth of every pair, cells <= 4
     python benchmarks/pools.py AgPt NiPt AlNi     # label whole pools (~5 min each)
-    python benchmarks/pools.py Li05CoO2           # the oxide pool (~25 min on 2 cores)
+    python benchmarks/pools.py Li05CoO2           # the oxide pool (~35 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -272,11 +272,11 @@ def load(pair: str) -> dict:
 def _load_oxide(data: dict) -> dict:
     """The oxide pool as :func:`load` gives it (``truth``: the relaxed CHGNet energy per
     atom; one composition, so no formation energies or ground states)."""
+    from alcampaign.structures.enumeration import candidate_id
+
     rows = data["pool"]
     p, found = oxide_orderings(data["max_size"])
     ids = [r["candidate_id"] for r in rows]
-    from alcampaign.structures.enumeration import candidate_id
-
     if ids != [candidate_id(o.structure) for o in found]:
         raise RuntimeError(f"{pool_file(OXIDE)}: the enumeration no longer gives its rows")
     return {

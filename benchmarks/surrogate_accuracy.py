@@ -49,7 +49,6 @@ from alcampaign.science.surrogate import BayesianLinearRegression  # noqa: E402
 
 OLD_CUTOFFS = [6.0, 4.5]
 OFFER_CUTOFFS = [10.0, 7.0, 5.5]
-OXIDE_OLD_CUTOFFS = [7.0, 5.0]  # examples/li05coo2_chgnet.yaml
 DEFAULT_PAIRS = [
     "CuAu", "AgAu", "NiPt", "CuPt", "AlAg", "PdPt", "AlPt", "AlAu", "AlPd", "Li05CoO2"
 ]
@@ -62,7 +61,11 @@ def pool_arrays(pair: str, offer: list[float]) -> dict:
     p = pools.load(pair)
     atoms = [o.atoms for o in p["orderings"]]
     par = p["parent"]
-    old_cutoffs = OXIDE_OLD_CUTOFFS if pair == pools.OXIDE else OLD_CUTOFFS
+    old_cutoffs = OLD_CUTOFFS
+    if pair == pools.OXIDE:  # the oxide example's own cutoffs
+        from alcampaign.config import load_config
+
+        old_cutoffs = load_config(pools.OXIDE_EXAMPLE).features.cutoffs
     old = ClusterVectorFeaturizer(par.atoms, par.chemical_symbols, old_cutoffs)
     big = ClusterVectorFeaturizer(par.atoms, par.chemical_symbols, offer)
     cheap = p["chgnet"] - np.nanmean(p["chgnet"])
