@@ -21,6 +21,7 @@ one per (pool, batch, rule) summary; ``--table`` adds a markdown table. Usage::
 
     python benchmarks/ground_state_search.py --pairs NiPt --seeds 2 --rules ground_state
     python benchmarks/ground_state_search.py --table        # NiPt CuPt AlAg, 10 seeds (long)
+    python benchmarks/ground_state_search.py --pairs NiPt --batches 1 --seeds 5 --first-seed 5
 
 ``--surrogate`` picks the model: ``default`` (the campaign's default features and
 surrogate) or ``previous`` (the first runs' bare cluster vectors, cutoffs [6, 4.5]).
@@ -278,6 +279,8 @@ def main() -> None:
     ap.add_argument("--rules", nargs="*", default=RULES)
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 5])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (to extend a stored run)")
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--missing", type=float, default=0.1)
     ap.add_argument("--samples", type=int, default=1000)
@@ -307,7 +310,7 @@ def main() -> None:
         for batch in args.batches:
             for rule in args.rules:
                 rows = []
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     t0 = time.perf_counter()
                     row = replay(pool, X, rule, seed, batch, SETTINGS.get(batch, 10),
                                  args.budget, args.missing, args.samples,
