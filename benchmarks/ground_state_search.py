@@ -303,7 +303,7 @@ def main() -> None:
         return
     summaries = []
     for pair in args.pairs:
-        if set(pools.split(pair)) == set(pools.split(pools.BLIND)):
+        if pools.is_blind(pair):
             raise SystemExit(f"{pools.BLIND} is the blind check: not benchmarked here")
         pool = pools.load(pair)
         X, columns = featurize(pool, args.surrogate)

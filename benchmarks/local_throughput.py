@@ -99,9 +99,7 @@ def mixed(k: int, n: int, steps: int, workers: int) -> None:
                 for j in jobs:
                     j.run(store)
             else:
-                answers = [{"candidate_id": str(i), "cheap": False, "job_uuid": j.uuid}
-                           for i, j in enumerate(jobs)]
-                run_oracle_batch(jobs, answers, store, workers, 1,
+                run_oracle_batch(jobs, _answers(jobs), store, workers, 1,
                                  balance=variant == "largest first")
             row[variant] = round(time.perf_counter() - t0, 2)
             energies = _energies(store, jobs)
@@ -146,6 +144,12 @@ def repeats(r: int, n: int, steps: int, workers: int) -> None:
     print(json.dumps({"summary": "repeats", "rounds": r, "n": n, "steps": steps,
                       "workers": workers, "speedup median": round(statistics.median(speedups), 2),
                       "speedup worst": round(min(speedups), 2)}), flush=True)
+
+
+def _answers(jobs) -> list[dict]:
+    """The answer records :func:`run_oracle_batch` fills, one per job."""
+    return [{"candidate_id": str(i), "cheap": False, "job_uuid": j.uuid}
+            for i, j in enumerate(jobs)]
 
 
 def _store():
@@ -193,9 +197,7 @@ def run_variant(variant: str, n: int, steps: int, threads: int | None) -> tuple[
         shutdown_pools()
     t0 = time.perf_counter()
     if variant.startswith("workers="):
-        answers = [{"candidate_id": str(i), "cheap": False, "job_uuid": j.uuid}
-                   for i, j in enumerate(jobs)]
-        run_oracle_batch(jobs, answers, store, int(variant.split("=")[1].split()[0]), 1)
+        run_oracle_batch(jobs, _answers(jobs), store, int(variant.split("=")[1].split()[0]), 1)
     else:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads or previous)
@@ -221,11 +223,11 @@ def main() -> None:
                     help="instead: the fixed batch R times, one process vs warm workers, "
                          "paired")
     args = ap.parse_args()
+    if args.mixed:
+        mixed(args.mixed, args.n, args.steps, args.workers)
+    elif args.repeats:
+        repeats(args.repeats, args.n, args.steps, args.workers)
     if args.mixed or args.repeats:
-        if args.mixed:
-            mixed(args.mixed, args.n, args.steps, args.workers)
-        else:
-            repeats(args.repeats, args.n, args.steps, args.workers)
         from alcampaign.campaign.parallel import shutdown_pools
 
         shutdown_pools()
@@ -283,9 +285,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import os
+    import contextlib
     import tempfile
 
-    with tempfile.TemporaryDirectory() as scratch:  # the relaxations' files land here
-        os.chdir(scratch)
+    # the relaxations' files land in a scratch folder
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         main()

@@ -32,8 +32,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import tempfile
 import time
 from functools import cache
@@ -54,6 +54,11 @@ OXIDE_EXAMPLE = ROOT / "examples" / "li05coo2_chgnet.yaml"
 def pool_file(pair: str) -> Path:
     """Where a pool's labels are cached (the oxide's oracle is CHGNet, the pairs' EMT)."""
     return DATA / f"{pair.lower()}_{'chgnet' if pair == OXIDE else 'emt'}_pool.json"
+
+
+def is_blind(pair: str) -> bool:
+    """Whether a pool is the blind check (either order of its elements)."""
+    return pair != OXIDE and set(split(pair)) == set(split(BLIND))
 
 
 def split(pair: str) -> tuple[str, str]:
@@ -178,13 +183,11 @@ def compute_oxide(max_size: int = MAX_SIZE, workers: int = 2) -> dict:
         {"candidate_id": candidate_id(o.structure), "cheap": False, "job_uuid": j.uuid}
         for o, j in zip(found, jobs, strict=True)
     ]
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory() as scratch:  # the jobs' working directories
-        os.chdir(scratch)
+    # the jobs' working directories go to a scratch folder
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         try:
             run_oracle_batch(jobs, answers, store, workers, 1)
         finally:
-            os.chdir(previous)
             shutdown_pools()
     rows = [
         {
@@ -296,7 +299,7 @@ def screen(max_size: int = 4) -> list[dict]:
     out = []
     for a, b in combinations(ELEMENTS, 2):
         pair = a + b
-        if {a, b} == set(split(BLIND)):
+        if is_blind(pair):
             continue
         res = compute(pair, max_size, chgnet=False)
         x = np.array([r["x"] for r in res["pool"]])
@@ -323,17 +326,14 @@ def main() -> None:
     if args.screen:
         screen()
     for pair in args.pairs:
-        if pair == OXIDE:
-            DATA.mkdir(parents=True, exist_ok=True)
-            res = compute_oxide()
-            pool_file(pair).write_text(json.dumps(res))
-            print(json.dumps({"pair": pair, "n": len(res["pool"]), "seconds": res["seconds"]}))
-            continue
-        if set(split(pair)) == set(split(BLIND)) and not args.blind:
+        if is_blind(pair) and not args.blind:
             raise SystemExit(f"{BLIND} is the blind check: pass --blind to build it")
         DATA.mkdir(parents=True, exist_ok=True)
-        res = compute(pair)
+        res = compute_oxide() if pair == OXIDE else compute(pair)
         pool_file(pair).write_text(json.dumps(res))
+        if pair == OXIDE:  # one composition: no hull to report
+            print(json.dumps({"pair": pair, "n": len(res["pool"]), "seconds": res["seconds"]}))
+            continue
         x = np.array([r["x"] for r in res["pool"]])
         e = np.array([r["emt_energy_per_atom"] for r in res["pool"]])
         print(

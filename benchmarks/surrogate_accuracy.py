@@ -276,8 +276,7 @@ def main() -> None:
     import pools
 
     pairs = args.pairs or [p for p in DEFAULT_PAIRS if pools.pool_file(p).exists()]
-    if any(p != pools.OXIDE and set(pools.split(p)) == set(pools.split(pools.BLIND))
-           for p in pairs):
+    if any(pools.is_blind(p) for p in pairs):
         raise SystemExit(f"{pools.BLIND} is the blind check: never benchmark on it")
     results = {}
     for pair in pairs:

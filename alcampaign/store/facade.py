@@ -201,7 +201,10 @@ def connect_job_store(store) -> None:
 
     path = getattr(store.docs_store, "database_path", None)
     try:
-        connect() if path is None else _connect_embedded(path, connect)
+        if path is None:
+            connect()
+        else:
+            _connect_embedded(path, connect)
     except Exception as exc:  # every failure gets a message that says what to check
         if path is not None:
             raise ConfigError(
