@@ -12,7 +12,9 @@ At the end each campaign's model is compared with the truth over the whole pool:
 
 * every pool-wide RMSE estimate (:data:`ESTIMATE_VARIANTS`; and ``audit``, from a
   separate replay that keeps ``--audit`` of the 40 calls as a random audit sample) as
-  estimated / true RMSE and whether its 90% interval holds the true RMSE;
+  estimated / true RMSE and whether its 90% interval holds the true RMSE, and a bound:
+  how often the RMSE of the final model's true errors on 8, 20 or 40 random unlabelled
+  candidates falls within [0.75, 1.33] of the pool's (:func:`oracle_audit_in_band`);
 * the ECE, signed miscalibration area and sharpness over the *unlabelled* candidates
   of the raw predictive and of every recalibration (``--calibrations``), fitted with
   the density-ratio weights (the default) and without them (``/unweighted``).
@@ -53,17 +55,26 @@ from alcampaign.science.learning import (
     initial_design,
     select,
 )
-from alcampaign.science.validation import HeldOut, assess, audit_sample, density_ratio
+from alcampaign.science.validation import (
+    HeldOut,
+    assess,
+    audit_sample,
+    density_ratio,
+    epistemic_eigenvalues,
+)
 
 RULES = ["max_variance", "lower_confidence_bound", "random"]
 PAIRS = ["CuAu", "NiPt", "CuPt"]  # tuning pools; Ag-Au is the held-out check
-# Each estimate: (method, importance-weighted residuals, moments of the posterior's).
+# Each estimate: (method, importance-weighted residuals, moments of the posterior's,
+# spread of its interval: validation.SPREADS).
 ESTIMATE_VARIANTS = {
-    "posterior": ("posterior", True, "student_t"),
-    "posterior/empirical": ("posterior", True, "empirical"),
-    "posterior/unweighted": ("posterior", False, "empirical"),
-    "iwcv": ("iwcv", True, "empirical"),
-    "cv": ("cv", False, "empirical"),
+    "posterior": ("posterior", True, "student_t", "multivariate_t"),
+    "posterior/gaussian_spread": ("posterior", True, "student_t", "gaussian"),
+    "posterior/no_spread": ("posterior", True, "student_t", "none"),
+    "posterior/empirical": ("posterior", True, "empirical", "none"),
+    "posterior/unweighted": ("posterior", False, "empirical", "none"),
+    "iwcv": ("iwcv", True, "empirical", "none"),
+    "cv": ("cv", False, "empirical", "none"),
 }
 ESTIMATES = list(ESTIMATE_VARIANTS)
 WEIGHTINGS = ["importance", "none"]
@@ -180,7 +191,10 @@ def replay(pool: dict, cfg: CampaignConfig, budget: int) -> dict:
         dear += chosen
         free[chosen] = False
     raw = fitted.predict(X, calibrated=False)
+    unl = np.ones(n, dtype=bool)
+    unl[dear] = False
     return {
+        "eigenvalues": epistemic_eigenvalues(fitted.rows(X[unl]), fitted.model.covariance_),
         "dear": np.array(dear),
         "audit": audit,
         "cv_mean": fitted.cv.mean,
@@ -219,7 +233,31 @@ def held_out(state: dict, pool: dict, iw: bool = True) -> HeldOut:
         unlabelled_std=std[unl],
         weights=density_ratio(pool["X"], dear) if iw else None,
         audit_residuals=(y[audit] - state["mean"][audit]) if audit.size else None,
+        unlabelled_eigenvalues=state.get("eigenvalues"),
     )
+
+
+ORACLE_AUDIT_SIZES = (8, 20, 40)
+
+
+def oracle_audit_in_band(
+    errors: np.ndarray, sizes=ORACLE_AUDIT_SIZES, draws: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """How often an RMSE estimate from ``m`` random candidates' *true* errors of the
+    final model lies within [0.75, 1.33] of the pool RMSE.
+
+    A bound no estimate from ``m`` sampled errors can beat on average (here they are
+    even the deployed model's own errors, which a real audit would spend ``m`` of the
+    budget on): heavy-tailed pool errors make the RMSE of a small sample scatter.
+    """
+    rng = np.random.default_rng([seed, 0xB0D])
+    truth = np.sqrt(np.mean(errors**2))
+    out = {}
+    for m in sizes:
+        pick = np.argsort(rng.random((draws, errors.size)), axis=1)[:, :m]
+        ratio = np.sqrt(np.mean(errors[pick] ** 2, axis=1)) / truth
+        out[str(m)] = float(np.mean((ratio >= 0.75) & (ratio <= 1.33)))
+    return out
 
 
 def calibration_scores(cal, state: dict, y: np.ndarray, unl: np.ndarray) -> dict:
@@ -256,6 +294,7 @@ def evaluate(
     unl = np.ones(len(y), dtype=bool)
     unl[state["dear"]] = False
     row = {"rule": rule, "seed": seed, "true_rmse": truth}
+    row["oracle_audit_in_band"] = oracle_audit_in_band((state["mean"] - y)[unl], seed=seed)
     row["raw"] = calibration_scores(VarianceCalibration(), state, y, unl)
     weighted = held_out(state, pool, True)
     for kind in calibrations:
@@ -272,9 +311,9 @@ def evaluate(
             }
             if kind == "student_t":
                 row[name]["dof"] = cal.dof
-    for est, (method, iw, moments) in ESTIMATE_VARIANTS.items():
+    for est, (method, iw, moments, spread) in ESTIMATE_VARIANTS.items():
         rng = np.random.default_rng(seed)
-        _, m = assess(weighted, method, 0.9, rng, weighted=iw, moments=moments)
+        _, m = assess(weighted, method, 0.9, rng, weighted=iw, moments=moments, spread=spread)
         row[est] = {
             "rmse": m["rmse"],
             "low": m["rmse_low"],
@@ -314,6 +353,11 @@ def summarise(rows: list[dict], methods: list[str], calibrations: list[str]) -> 
             "min_ratio": float(np.min(ratio)),
             "interval_holds": float(np.mean([x["holds"] for x in r])),
             "upper_at_least_truth": float(np.mean([x["high_ge_truth"] for x in r])),
+        }
+    if rows and "oracle_audit_in_band" in rows[0]:
+        out["oracle_audit_in_band"] = {
+            m: float(np.mean([row["oracle_audit_in_band"][m] for row in rows]))
+            for m in rows[0]["oracle_audit_in_band"]
         }
     for key in ["raw", *[f"{k}{w}" for k in calibrations for w in ("", "/unweighted")]]:
         eces = np.array([row[key]["ece"] for row in rows])
@@ -364,6 +408,11 @@ def tables(rows: list[dict], summary: dict, methods: list[str], calibrations: li
             f"| {m} | {s['in_band']:.0%} | {s['median_ratio']:.2f} ({s['min_ratio']:.2f}) | "
             f"{s['interval_holds']:.0%} | {s['upper_at_least_truth']:.0%} |"
         )
+    if "oracle_audit_in_band" in summary:
+        for m, frac in summary["oracle_audit_in_band"].items():
+            lines.append(
+                f"| bound: true errors of {m} random unlabelled candidates | {frac:.0%} | | | |"
+            )
     lines += [
         "",
         "| predictive | median ECE | worst rule's median ECE | median signed area | "

@@ -45,7 +45,12 @@ from alcampaign.science.stopping import (
 )
 from alcampaign.science.stopping import Decision as Verdict
 from alcampaign.science.surrogate import ENERGY, FORCE, Prediction, Surrogate, make_surrogate
-from alcampaign.science.validation import HeldOut, assess, density_ratio
+from alcampaign.science.validation import (
+    HeldOut,
+    assess,
+    density_ratio,
+    epistemic_eigenvalues,
+)
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,11 @@ def assess_accuracy(
         unlabelled_std=raw.std[unlabelled],
         weights=density_ratio(data.X, data.dear_index) if iw else None,
         audit_residuals=audit,
+        unlabelled_eigenvalues=epistemic_eigenvalues(
+            fitted.rows(data.X[unlabelled]), fitted.model.covariance_
+        )
+        if settings.accuracy_estimate == "posterior" and unlabelled.any()
+        else None,
     )
     return assess(
         held,
