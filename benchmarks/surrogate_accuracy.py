@@ -25,6 +25,7 @@ Prints JSON lines (one per fit, then a summary per pair) and writes a plot::
 
     python benchmarks/surrogate_accuracy.py --pairs CuAu --seeds 1 --max-labels 20
     python benchmarks/surrogate_accuracy.py --timing   # 200 clusters, 1,000 labels
+    python benchmarks/surrogate_accuracy.py --bound --variants old pool_prior --max-labels 64
 """
 
 from __future__ import annotations
@@ -78,11 +79,19 @@ def pool_arrays(pair: str, offer: list[float]) -> dict:
     }
 
 
-def variants(data: dict) -> dict:
-    """Each variant: (design matrix, model factory)."""
+def variants(data: dict, bound: bool = False) -> dict:
+    """Each variant: (design matrix, model factory).
+
+    ``bound`` adds ``pool_prior``: the new model with the alternatives and
+    hyperparameters that its evidence picks from *every* label of the pool, kept fixed
+    while the campaign's labels come in (``BayesianClusterExpansion.frozen``). No
+    campaign can know them; the variant shows what the best prior of this family would
+    give, i.e. how much of the gap to a target is the estimation of hyperparameters
+    from few labels and how much the model class.
+    """
     info = ColumnInfo.clusters(data["meta"]["order"], data["meta"]["diameter"], 1)
     X_new = np.column_stack([data["X_big"], data["cheap"]])
-    return {
+    out = {
         "old": (data["X_old"], BayesianLinearRegression),
         "new": (X_new, lambda: BayesianClusterExpansion(columns=info)),
         "ml_ii": (
@@ -90,6 +99,10 @@ def variants(data: dict) -> dict:
             lambda: BayesianClusterExpansion(columns=info, hyperprior=False, average=False),
         ),
     }
+    if bound:
+        full = BayesianClusterExpansion(columns=info).fit(X_new, data["y"])
+        out["pool_prior"] = (X_new, full.frozen)
+    return out
 
 
 def floor(X: np.ndarray, y: np.ndarray, make, folds: int = 5, seed: int = 0) -> float:
@@ -122,7 +135,14 @@ def curve(X, y, make, strategy: str, seed: int, schedule: list[int]):
         yield n, rmse, seconds, info
 
 
-def run_pair(pair: str, seeds: int, max_labels: int, offer: list[float]) -> list[dict]:
+def run_pair(
+    pair: str,
+    seeds: int,
+    max_labels: int,
+    offer: list[float],
+    bound: bool = False,
+    only: list[str] | None = None,
+) -> list[dict]:
     """Every variant, strategy and seed on one pool; JSON lines as they come."""
     data = pool_arrays(pair, offer)
     y = data["y"]
@@ -141,7 +161,9 @@ def run_pair(pair: str, seeds: int, max_labels: int, offer: list[float]) -> list
     }
     print(json.dumps({"floors_meV": head}), flush=True)
     rows = []
-    for name, (X, make) in variants(data).items():
+    for name, (X, make) in variants(data, bound).items():
+        if only and name not in only:
+            continue
         # the previous model (ml_ii) only where the targets are set: max_variance labels
         for strategy in ("max_variance",) if name == "ml_ii" else ("random", "max_variance"):
             for seed in range(seeds):
@@ -188,7 +210,7 @@ def summarise(head: dict, rows: list[dict]) -> dict:
                 continue
             key = f"{strategy}_{n}"
             out[key] = {"old_median": round(old[0], 2), "old_worst": round(old[1], 2)}
-            for name in ("new", "ml_ii"):
+            for name in ("new", "ml_ii", "pool_prior"):
                 new = at(name, strategy, n)
                 if new[0] is None:
                     continue
@@ -268,6 +290,10 @@ def main() -> None:
     ap.add_argument("--offer", type=float, nargs="+", default=OFFER_CUTOFFS)
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (PNG)")
     ap.add_argument("--timing", action="store_true", help="only the fitting-time benchmark")
+    ap.add_argument(
+        "--bound", action="store_true", help="add pool_prior: hyperparameters from every label"
+    )
+    ap.add_argument("--variants", nargs="*", default=None, help="run only these variants")
     args = ap.parse_args()
     if args.timing:
         with threadpool_limits(limits=2):
@@ -280,7 +306,9 @@ def main() -> None:
         raise SystemExit(f"{pools.BLIND} is the blind check: never benchmark on it")
     results = {}
     for pair in pairs:
-        head, *rows = run_pair(pair, args.seeds, args.max_labels, args.offer)
+        head, *rows = run_pair(
+            pair, args.seeds, args.max_labels, args.offer, args.bound, args.variants
+        )
         results[pair] = (head, rows)
         print(json.dumps({"summary": summarise(head, rows)}), flush=True)
     if args.plot:
