@@ -54,13 +54,13 @@ from alcampaign.science.learning import (
     fit_and_validate,
     initial_design,
     select,
+    unlabelled_eigenvalues,
 )
 from alcampaign.science.validation import (
     HeldOut,
     assess,
     audit_sample,
     density_ratio,
-    epistemic_eigenvalues,
 )
 
 RULES = ["max_variance", "lower_confidence_bound", "random"]
@@ -191,10 +191,8 @@ def replay(pool: dict, cfg: CampaignConfig, budget: int) -> dict:
         dear += chosen
         free[chosen] = False
     raw = fitted.predict(X, calibrated=False)
-    unl = np.ones(n, dtype=bool)
-    unl[dear] = False
     return {
-        "eigenvalues": epistemic_eigenvalues(fitted.rows(X[unl]), fitted.model.covariance_),
+        "eigenvalues": unlabelled_eigenvalues(fitted, data),
         "dear": np.array(dear),
         "audit": audit,
         "cv_mean": fitted.cv.mean,

@@ -231,7 +231,7 @@ def test_epistemic_eigenvalues_are_those_of_the_candidates_covariance():
     R = rng.normal(size=(40, 6))
     B = rng.normal(size=(6, 4))
     Sigma = B @ B.T  # rank 4, as a model average's covariance can be
-    lam = epistemic_eigenvalues(R, Sigma)
+    lam = epistemic_eigenvalues(R.T @ R, Sigma)
     direct = np.linalg.eigvalsh(R @ Sigma @ R.T)[-6:]
     assert np.allclose(np.sort(lam), direct, atol=1e-9)
     assert lam.sum() == pytest.approx(((R @ Sigma) * R).sum())
@@ -263,7 +263,7 @@ def test_posterior_interval_holds_the_realised_pool_error_at_its_level():
     Sigma = np.diag([4e-5, 1e-5, 2e-6, 1e-6])  # a few dominant directions
     noise_sd = 1e-3
     sd = np.sqrt(((X @ Sigma) * X).sum(axis=1) + noise_sd**2)
-    lam = epistemic_eigenvalues(X, Sigma)
+    lam = epistemic_eigenvalues(X.T @ X, Sigma)
     r = np.zeros(0)
     held = {"gaussian": 0, "none": 0}
     reps = 150

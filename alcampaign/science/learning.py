@@ -386,6 +386,14 @@ def fit_and_validate(
     return fitted, metrics
 
 
+def unlabelled_eigenvalues(fitted: FittedModel, data: TrainingData) -> np.ndarray:
+    """:func:`~alcampaign.science.validation.epistemic_eigenvalues` of the candidates
+    without a dear label; their Gram matrix is the pool's minus the labelled rows', so
+    the pool's rows are not copied (the controller reads up to 1e5 of them)."""
+    rows, labelled = fitted.rows(data.X), fitted.rows(data.X[data.dear_index])
+    return epistemic_eigenvalues(rows.T @ rows - labelled.T @ labelled, fitted.model.covariance_)
+
+
 def assess_accuracy(
     settings: LearningSettings,
     data: TrainingData,
@@ -409,9 +417,7 @@ def assess_accuracy(
         unlabelled_std=raw.std[unlabelled],
         weights=density_ratio(data.X, data.dear_index) if iw else None,
         audit_residuals=audit,
-        unlabelled_eigenvalues=epistemic_eigenvalues(
-            fitted.rows(data.X[unlabelled]), fitted.model.covariance_
-        )
+        unlabelled_eigenvalues=unlabelled_eigenvalues(fitted, data)
         if settings.accuracy_estimate == "posterior" and unlabelled.any()
         else None,
     )

@@ -160,20 +160,20 @@ def _t_abs_mean(dof: float) -> float:
 SPREADS = ("multivariate_t", "gaussian", "none")
 
 
-def epistemic_eigenvalues(rows: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+def epistemic_eigenvalues(gram: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """Eigenvalues of ``R Sigma R^T``: how the weight error spreads over candidates.
 
     The epistemic errors ``R (w - m)`` of the candidates ``R`` under the posterior
     ``w ~ N(m, Sigma)`` have ``sum_j e_j^2 = sum_k lambda_k xi_k^2`` with ``xi_k`` iid
-    standard normal and ``lambda_k`` these eigenvalues (those of
-    ``Sigma^1/2 R^T R Sigma^1/2``, computed in weight space: O(N d^2)). Their sum is
-    the sum of the candidates' epistemic variances.
+    standard normal and ``lambda_k`` these eigenvalues, those of ``Sigma^1/2 G
+    Sigma^1/2`` with the Gram matrix ``G = R^T R`` (weight space: ``d x d``, whatever
+    the number of candidates). Their sum is the sum of the candidates' epistemic
+    variances.
     """
-    R = np.asarray(rows, dtype=float)
     C = np.asarray(covariance, dtype=float)
     c, V = np.linalg.eigh(0.5 * (C + C.T))
     half = V * np.sqrt(np.clip(c, 0.0, None))
-    return np.clip(np.linalg.eigvalsh(half.T @ (R.T @ R) @ half), 0.0, None)
+    return np.clip(np.linalg.eigvalsh(half.T @ np.asarray(gram, dtype=float) @ half), 0.0, None)
 
 
 def pool_error_spread(
@@ -195,7 +195,8 @@ def pool_error_spread(
     however many candidates share them (on the tuning pools after 40 labels ``k_eff``
     was 3-17). ``spread``:
 
-    * ``multivariate_t`` (``dof`` finite): the weight error is a multivariate t, one
+    * ``multivariate_t`` (``dof`` finite; with ``dof = inf`` it is ``gaussian``): the
+      weight error is a multivariate t, one
       mixing ``g ~ (dof - 2) / chi^2_dof`` per draw (mean 1), as the posterior of the
       weights of a Bayesian linear model with an unknown noise scale is (Gelman et al.,
       *Bayesian Data Analysis*, 3rd ed., sec. 14.2); ``dof`` is that of the held-out
@@ -293,9 +294,6 @@ def posterior_estimate(
     # a child stream: drawing the spread leaves the caller's generator where it was, so
     # a campaign's later random choices (folds, tie-breaks) do not depend on it
     spread_rng = rng.spawn(1)[0]
-    t_dof = dof
-    if spread == "multivariate_t" and not np.isfinite(dof):
-        t_dof = StudentTCalibration.fit_z(z, w).dof
 
     def stat(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         zi, wi = z[idx], w[idx]
@@ -311,7 +309,7 @@ def posterior_estimate(
             np.ones(1)
             if idx.shape[0] == 1
             else pool_error_spread(
-                lam, noise_un, sd.size, idx.shape[0], spread_rng, spread, t_dof
+                lam, noise_un, sd.size, idx.shape[0], spread_rng, spread, dof
             )
         )
         return (
