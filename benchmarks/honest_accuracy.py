@@ -352,11 +352,10 @@ def summarise(rows: list[dict], methods: list[str], calibrations: list[str]) -> 
             "interval_holds": float(np.mean([x["holds"] for x in r])),
             "upper_at_least_truth": float(np.mean([x["high_ge_truth"] for x in r])),
         }
-    if rows and "oracle_audit_in_band" in rows[0]:
-        out["oracle_audit_in_band"] = {
-            m: float(np.mean([row["oracle_audit_in_band"][m] for row in rows]))
-            for m in rows[0]["oracle_audit_in_band"]
-        }
+    out["oracle_audit_in_band"] = {
+        str(m): float(np.mean([row["oracle_audit_in_band"][str(m)] for row in rows]))
+        for m in ORACLE_AUDIT_SIZES
+    }
     for key in ["raw", *[f"{k}{w}" for k in calibrations for w in ("", "/unweighted")]]:
         eces = np.array([row[key]["ece"] for row in rows])
         per_rule = {
@@ -406,11 +405,8 @@ def tables(rows: list[dict], summary: dict, methods: list[str], calibrations: li
             f"| {m} | {s['in_band']:.0%} | {s['median_ratio']:.2f} ({s['min_ratio']:.2f}) | "
             f"{s['interval_holds']:.0%} | {s['upper_at_least_truth']:.0%} |"
         )
-    if "oracle_audit_in_band" in summary:
-        for m, frac in summary["oracle_audit_in_band"].items():
-            lines.append(
-                f"| bound: true errors of {m} random unlabelled candidates | {frac:.0%} | | | |"
-            )
+    for m, frac in summary["oracle_audit_in_band"].items():
+        lines.append(f"| bound: true errors of {m} random unlabelled candidates | {frac:.0%} |||")
     lines += [
         "",
         "| predictive | median ECE | worst rule's median ECE | median signed area | "

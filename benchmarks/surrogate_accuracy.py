@@ -25,7 +25,7 @@ Prints JSON lines (one per fit, then a summary per pair) and writes a plot::
 
     python benchmarks/surrogate_accuracy.py --pairs CuAu --seeds 1 --max-labels 20
     python benchmarks/surrogate_accuracy.py --timing   # 200 clusters, 1,000 labels
-    python benchmarks/surrogate_accuracy.py --bound --variants old pool_prior --max-labels 64
+    python benchmarks/surrogate_accuracy.py --variants old pool_prior --max-labels 64
 """
 
 from __future__ import annotations
@@ -79,10 +79,13 @@ def pool_arrays(pair: str, offer: list[float]) -> dict:
     }
 
 
-def variants(data: dict, bound: bool = False) -> dict:
-    """Each variant: (design matrix, model factory).
+DEFAULT_VARIANTS = ["old", "new", "ml_ii"]
 
-    ``bound`` adds ``pool_prior``: the new model with the alternatives and
+
+def variants(data: dict, names: list[str]) -> dict:
+    """Each variant of ``names``: (design matrix, model factory).
+
+    ``pool_prior`` (only when asked for) is the new model with the alternatives and
     hyperparameters that its evidence picks from *every* label of the pool, kept fixed
     while the campaign's labels come in (``BayesianClusterExpansion.frozen``). No
     campaign can know them; the variant shows what the best prior of this family would
@@ -99,10 +102,10 @@ def variants(data: dict, bound: bool = False) -> dict:
             lambda: BayesianClusterExpansion(columns=info, hyperprior=False, average=False),
         ),
     }
-    if bound:
+    if "pool_prior" in names:
         full = BayesianClusterExpansion(columns=info).fit(X_new, data["y"])
         out["pool_prior"] = (X_new, full.frozen)
-    return out
+    return {name: out[name] for name in names}
 
 
 def floor(X: np.ndarray, y: np.ndarray, make, folds: int = 5, seed: int = 0) -> float:
@@ -140,8 +143,7 @@ def run_pair(
     seeds: int,
     max_labels: int,
     offer: list[float],
-    bound: bool = False,
-    only: list[str] | None = None,
+    names: list[str] = DEFAULT_VARIANTS,
 ) -> list[dict]:
     """Every variant, strategy and seed on one pool; JSON lines as they come."""
     data = pool_arrays(pair, offer)
@@ -161,9 +163,7 @@ def run_pair(
     }
     print(json.dumps({"floors_meV": head}), flush=True)
     rows = []
-    for name, (X, make) in variants(data, bound).items():
-        if only and name not in only:
-            continue
+    for name, (X, make) in variants(data, names).items():
         # the previous model (ml_ii) only where the targets are set: max_variance labels
         for strategy in ("max_variance",) if name == "ml_ii" else ("random", "max_variance"):
             for seed in range(seeds):
@@ -291,9 +291,12 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (PNG)")
     ap.add_argument("--timing", action="store_true", help="only the fitting-time benchmark")
     ap.add_argument(
-        "--bound", action="store_true", help="add pool_prior: hyperparameters from every label"
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        choices=[*DEFAULT_VARIANTS, "pool_prior"],
+        help="pool_prior: the hyperparameters every label of the pool would choose",
     )
-    ap.add_argument("--variants", nargs="*", default=None, help="run only these variants")
     args = ap.parse_args()
     if args.timing:
         with threadpool_limits(limits=2):
@@ -306,9 +309,7 @@ def main() -> None:
         raise SystemExit(f"{pools.BLIND} is the blind check: never benchmark on it")
     results = {}
     for pair in pairs:
-        head, *rows = run_pair(
-            pair, args.seeds, args.max_labels, args.offer, args.bound, args.variants
-        )
+        head, *rows = run_pair(pair, args.seeds, args.max_labels, args.offer, args.variants)
         results[pair] = (head, rows)
         print(json.dumps({"summary": summarise(head, rows)}), flush=True)
     if args.plot:
